@@ -1,0 +1,74 @@
+# retransmon: `make run` serves metrics on :2112, `make test` runs every test.
+# Both first run `make setup`, which is idempotent and quick when nothing changed.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+BUILD := build
+BPF_OBJ := src/retransmon/bpf/retransmon.bpf.o
+BPF_SRC := bpf/retransmon.bpf.c bpf/retransmon.h
+ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+
+# Debian packages: BPF toolchain, the test bed (nftables, iproute2, ethtool),
+# Prometheus (server and promtool), tmux for driving `top` in tests.
+APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool nftables iproute2 ethtool \
+	prometheus tmux iperf3 procps
+
+.PHONY: setup apt venv bpf run test lint typecheck unit integration bench clean
+
+setup: apt venv bpf
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+		export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq python3-venv; }
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+bpf: $(BPF_OBJ)
+
+$(BUILD)/vmlinux.h:
+	@mkdir -p $(BUILD)
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+$(BPF_OBJ): $(BPF_SRC) $(BUILD)/vmlinux.h
+	clang -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) \
+		-I$(BUILD) -Ibpf -c bpf/retransmon.bpf.c -o $@.tmp && mv $@.tmp $@
+
+run: setup
+	$(VENV)/bin/retransmon serve
+
+lint:
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck:
+	$(VENV)/bin/mypy --strict src tests bench
+
+test: setup lint typecheck
+	$(VENV)/bin/pytest
+
+unit: setup
+	$(VENV)/bin/pytest tests/unit
+
+integration: setup
+	$(VENV)/bin/pytest tests/integration
+
+bench: setup
+	$(VPY) -m bench
+
+clean:
+	rm -rf $(BUILD) $(BPF_OBJ) $(VENV)

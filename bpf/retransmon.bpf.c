@@ -1,0 +1,529 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * retransmon kernel side: count retransmitted TCP segments per flow, exactly.
+ *
+ * The kernel raises RetransSegs and the socket's total_retrans together, so
+ * the segments to count for a socket are the growth of its total_retrans.
+ * Each socket keeps, in socket storage, how much of total_retrans has been
+ * accounted; every retransmit event accounts the difference, and the socket's
+ * move to TCP_CLOSE accounts what is left. A failed attempt (the tracepoint's
+ * err) then adds exactly what the kernel counted for it, and a run skipped
+ * for recursion is caught up by the next event or at close.
+ *
+ * Counts are added to a flow table (a hash map) that user space swaps out
+ * from under the programs (an array-of-maps holding the live table) and
+ * drains only after the kernel's RCU grace period, so no increment can land
+ * in a table that is being read.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "retransmon.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Set by user space before load. */
+const volatile bool has_err_arg = false;    /* tcp_retransmit_skb(sk, skb, err) */
+const volatile bool use_sk_storage = true;  /* exact per-socket accounting */
+const volatile bool has_sk_cgroup = true;   /* sock_cgroup_data.cgroup exists */
+const volatile __u32 flow_capacity = 16384; /* full flows per table, then coarse keys */
+
+/* Per-socket accounting state. */
+struct sock_state {
+	__u32 retrans_seen; /* the part of total_retrans already accounted */
+	__u32 flags;
+	__u32 owner_pid;
+	char owner_comm[RM_COMM_LEN];
+};
+#define SOCK_STATE_BASELINE 0x1 /* retrans_seen is valid */
+#define SOCK_STATE_PASSIVE 0x2  /* accepted from a listener */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sock_state);
+} sock_states SEC(".maps");
+
+/* Two flow tables; one is live (in flow_tables[0]), the other drained by user space. */
+struct flow_table {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384 + 4096 + 1); /* resized by user space */
+	__type(key, struct flow_key);
+	__type(value, struct flow_counts);
+};
+
+struct flow_table flows_a SEC(".maps");
+struct flow_table flows_b SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct flow_table);
+} flow_tables SEC(".maps") = {
+	.values = {[0] = &flows_a},
+};
+
+/* Listening ports per namespace: the service_port label, and accepted sockets' owner. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct listen_key);
+	__type(value, struct listen_info);
+} listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); /* resized by user space */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct runtime_settings);
+} settings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct loss_counts);
+} losses SEC(".maps");
+
+static const struct flow_key meta_key = {.flags = RM_FLOW_META};
+
+static __always_inline struct loss_counts *loss_slot(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&losses, &zero);
+}
+
+static __always_inline void add_counts(struct flow_counts *c, __u64 events, __u64 segments)
+{
+	__sync_fetch_and_add(&c->events, events);
+	__sync_fetch_and_add(&c->segments, segments);
+}
+
+/* Add to the flow's counters; a full table folds new flows into coarse keys. */
+static __always_inline void account(struct flow_key *key, __u64 events, __u64 segments)
+{
+	struct flow_counts init = {.events = events, .segments = segments};
+	struct flow_counts *counts, *meta;
+	struct loss_counts *lost;
+	__u32 zero = 0;
+	void *table;
+	int i;
+
+	if (!events && !segments)
+		return;
+	table = bpf_map_lookup_elem(&flow_tables, &zero);
+	if (!table)
+		goto unaccounted;
+
+	/* First try the flow itself, then (table full) its coarse key. */
+	for (i = 0; i < 2; i++) {
+		counts = bpf_map_lookup_elem(table, key);
+		if (counts) {
+			add_counts(counts, events, segments);
+			return;
+		}
+		meta = bpf_map_lookup_elem(table, &meta_key);
+		if (!(key->flags & RM_FLOW_COARSE) && meta && meta->events >= flow_capacity) {
+			key->flags |= RM_FLOW_COARSE;
+			__builtin_memset(key->laddr, 0, sizeof(key->laddr));
+			__builtin_memset(key->raddr, 0, sizeof(key->raddr));
+			key->lport = 0;
+			key->rport = 0;
+			continue;
+		}
+		if (bpf_map_update_elem(table, key, &init, BPF_NOEXIST) == 0) {
+			if (meta && !(key->flags & RM_FLOW_COARSE))
+				__sync_fetch_and_add(&meta->events, 1);
+			return;
+		}
+		/* Another CPU inserted the same key first: add to its entry. */
+		counts = bpf_map_lookup_elem(table, key);
+		if (counts) {
+			add_counts(counts, events, segments);
+			return;
+		}
+		if (key->flags & RM_FLOW_COARSE)
+			break;
+		key->flags |= RM_FLOW_COARSE;
+		__builtin_memset(key->laddr, 0, sizeof(key->laddr));
+		__builtin_memset(key->raddr, 0, sizeof(key->raddr));
+		key->lport = 0;
+		key->rport = 0;
+	}
+unaccounted:
+	lost = loss_slot();
+	if (lost) {
+		lost->unaccounted_events += events;
+		lost->unaccounted_segments += segments;
+	}
+}
+
+static __always_inline __u64 sock_cgroup_id(const struct sock *sk)
+{
+	if (!has_sk_cgroup)
+		return 0;
+	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+}
+
+/* Fill addresses, ports, family and netns from a socket or request socket. */
+static __always_inline void key_from_common(struct flow_key *key, const struct sock_common *skc)
+{
+	key->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	key->family = BPF_CORE_READ(skc, skc_family);
+	key->lport = BPF_CORE_READ(skc, skc_num);
+	key->rport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	if (key->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&key->laddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&key->raddr, skc, skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)key->laddr, skc, skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)key->raddr, skc, skc_daddr);
+	}
+}
+
+static __always_inline bool events_wanted(void)
+{
+	struct runtime_settings *s;
+	__u32 zero = 0;
+
+	s = bpf_map_lookup_elem(&settings, &zero);
+	return s && s->events_wanted;
+}
+
+static __always_inline void emit_event(const struct flow_key *key, __u32 segments, __u8 flags,
+				       const struct sock_state *st)
+{
+	struct retrans_event *e;
+	struct loss_counts *lost;
+
+	if (!events_wanted())
+		return;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		lost = loss_slot();
+		if (lost)
+			lost->events_lost++;
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->cgroup = key->cgroup;
+	e->netns = key->netns;
+	e->segments = segments;
+	e->family = key->family;
+	e->state = key->state;
+	e->kind = key->kind;
+	e->lport = key->lport;
+	e->rport = key->rport;
+	e->flags = flags;
+	e->pad[0] = e->pad[1] = e->pad[2] = 0;
+	__builtin_memcpy(e->laddr, key->laddr, sizeof(e->laddr));
+	__builtin_memcpy(e->raddr, key->raddr, sizeof(e->raddr));
+	if (st) {
+		e->pid = st->owner_pid;
+		__builtin_memcpy(e->comm, st->owner_comm, sizeof(e->comm));
+	} else {
+		e->pid = 0;
+		__builtin_memset(e->comm, 0, sizeof(e->comm));
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline __u32 skb_segments(const struct sk_buff *skb)
+{
+	struct tcp_skb_cb *cb = (struct tcp_skb_cb *)&skb->cb[0];
+	__u16 segs = BPF_CORE_READ(cb, tcp_gso_segs);
+
+	return segs ? segs : 1;
+}
+
+static __always_inline __u32 sock_total_retrans(const struct sock *sk)
+{
+	return BPF_CORE_READ((const struct tcp_sock *)sk, total_retrans);
+}
+
+/*
+ * Segments the kernel counted for this socket since it was last accounted.
+ * counted_now is what this event counted on its own, used only the first
+ * time a socket is seen (one that existed before we attached).
+ */
+static __always_inline __u32 retrans_delta(struct sock *sk, struct sock_state *st, __u32 counted_now)
+{
+	__u32 total = sock_total_retrans(sk);
+	__u32 delta;
+
+	if (!(st->flags & SOCK_STATE_BASELINE)) {
+		st->retrans_seen = total - counted_now;
+		st->flags |= SOCK_STATE_BASELINE;
+	}
+	delta = total - st->retrans_seen;
+	st->retrans_seen = total;
+	return delta;
+}
+
+static __always_inline void handle_retransmit(struct sock *sk, const struct sk_buff *skb, int err, __u8 kind,
+					      __u8 state)
+{
+	struct flow_key key = {};
+	struct sock_state *st = NULL;
+	__u32 counted_now, segments;
+
+	/* Before 6.x the tracepoint fired only for transmitted segments (err 0). */
+	counted_now = err ? 0 : (skb ? skb_segments(skb) : 1);
+	segments = counted_now;
+	if (use_sk_storage) {
+		st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (st)
+			segments = retrans_delta(sk, st, counted_now);
+	}
+	if (!segments)
+		return;
+	key_from_common(&key, &sk->__sk_common);
+	key.state = state;
+	key.kind = kind;
+	key.cgroup = sock_cgroup_id(sk);
+	if (st && (st->flags & SOCK_STATE_PASSIVE))
+		key.flags |= RM_FLOW_PASSIVE;
+	emit_event(&key, segments, 0, st);
+	account(&key, 1, segments);
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tp_btf_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
+{
+	int err = 0;
+
+	if (has_err_arg)
+		err = (int)ctx[2];
+	handle_retransmit(sk, skb, err, RM_KIND_RETRANSMIT, BPF_CORE_READ(sk, __sk_common.skc_state));
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(tp_btf_tcp_retransmit_synack, struct sock *sk, struct request_sock *req)
+{
+	struct flow_key key = {};
+
+	/*
+	 * A passive Fast Open socket retransmits its own SYN-ACK and raises its
+	 * total_retrans with RetransSegs; account it like any retransmit.
+	 */
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_LISTEN) {
+		handle_retransmit(sk, NULL, 0, RM_KIND_SYNACK, TCP_SYN_RECV);
+		return 0;
+	}
+	/* Otherwise the listener answers for a request socket: one segment. */
+	key_from_common(&key, &req->__req_common);
+	key.state = TCP_SYN_RECV;
+	key.kind = RM_KIND_SYNACK;
+	key.flags = RM_FLOW_PASSIVE;
+	key.cgroup = sock_cgroup_id(sk);
+	emit_event(&key, 1, 0, use_sk_storage ? bpf_sk_storage_get(&sock_states, sk, 0, 0) : NULL);
+	account(&key, 1, 1);
+	return 0;
+}
+
+static __always_inline void remember_owner(struct sock_state *st)
+{
+	st->owner_pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(st->owner_comm, sizeof(st->owner_comm));
+}
+
+static __always_inline void listen_key_of(struct listen_key *lk, const struct sock *sk)
+{
+	lk->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	lk->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	lk->pad = 0;
+}
+
+/* Count listening sockets per (netns, port); the last one out removes the entry. */
+static __always_inline void track_listener(const struct sock *sk, bool listening)
+{
+	struct listen_info init = {.sockets = 1}, *l;
+	struct listen_key lk;
+
+	listen_key_of(&lk, sk);
+	l = bpf_map_lookup_elem(&listeners, &lk);
+	if (listening) {
+		/* listen() runs in process context: current owns the listener. */
+		if (!l) {
+			bpf_map_update_elem(&listeners, &lk, &init, BPF_NOEXIST);
+			l = bpf_map_lookup_elem(&listeners, &lk);
+			if (!l)
+				return;
+		} else {
+			__sync_fetch_and_add(&l->sockets, 1);
+		}
+		l->owner_pid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(l->owner_comm, sizeof(l->owner_comm));
+	} else if (l) {
+		__sync_fetch_and_add(&l->sockets, -1);
+		if (l->sockets == 0)
+			bpf_map_delete_elem(&listeners, &lk);
+	}
+}
+
+/* An accepted socket is owned by whoever listens on its port (the accept() caller, in practice). */
+static __always_inline void inherit_listener_owner(struct sock_state *st, const struct sock *sk)
+{
+	struct listen_key lk;
+	struct listen_info *l;
+
+	listen_key_of(&lk, sk);
+	l = bpf_map_lookup_elem(&listeners, &lk);
+	if (!l)
+		return;
+	st->owner_pid = l->owner_pid;
+	__builtin_memcpy(st->owner_comm, l->owner_comm, sizeof(st->owner_comm));
+}
+
+/*
+ * Socket lifecycle: take the baseline when a socket starts (so even its first
+ * retransmit is exact), remember the owning process while it is current, and
+ * account what is left of total_retrans when the socket closes.
+ */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tp_btf_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
+{
+	struct flow_key key = {};
+	struct sock_state *st;
+	__u32 delta;
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	if (newstate == TCP_LISTEN || oldstate == TCP_LISTEN)
+		track_listener(sk, newstate == TCP_LISTEN);
+	if (!use_sk_storage)
+		return 0;
+
+	if (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN) {
+		/* connect() or listen(): process context, current owns the socket. */
+		st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!st)
+			return 0;
+		st->retrans_seen = sock_total_retrans(sk);
+		st->flags |= SOCK_STATE_BASELINE;
+		remember_owner(st);
+		return 0;
+	}
+	if (newstate == TCP_ESTABLISHED && oldstate == TCP_SYN_RECV) {
+		/* A passive child starts with total_retrans = its SYN-ACK retransmits, already counted. */
+		st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (st && !(st->flags & SOCK_STATE_BASELINE)) {
+			st->retrans_seen = sock_total_retrans(sk);
+			st->flags |= SOCK_STATE_BASELINE;
+		}
+		if (st) {
+			st->flags |= SOCK_STATE_PASSIVE;
+			inherit_listener_owner(st, sk);
+		}
+		return 0;
+	}
+	if (newstate != TCP_CLOSE)
+		return 0;
+
+	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	if (!st)
+		return 0;
+	if (st->flags & SOCK_STATE_BASELINE) {
+		delta = sock_total_retrans(sk) - st->retrans_seen;
+		if (delta) {
+			key_from_common(&key, &sk->__sk_common);
+			key.state = oldstate;
+			key.kind = RM_KIND_RETRANSMIT;
+			key.cgroup = sock_cgroup_id(sk);
+			if (st->flags & SOCK_STATE_PASSIVE)
+				key.flags |= RM_FLOW_PASSIVE;
+			emit_event(&key, delta, RM_EVENT_RECONCILED, st);
+			account(&key, 0, delta);
+		}
+	}
+	/* tcp_disconnect() may reuse the socket; it starts over at SYN_SENT. */
+	bpf_sk_storage_delete(&sock_states, sk);
+	return 0;
+}
+
+/*
+ * Classic tracepoints, for kernels that refuse tp_btf. No socket storage
+ * here: each event counts what it carried, so failed attempts and skipped
+ * runs are not reconciled (`retransmon check` says so).
+ */
+struct trace_event_raw_tcp_retransmit_skb___x {
+	const void *skbaddr;
+	const void *skaddr;
+	int err;
+} __attribute__((preserve_access_index));
+
+struct trace_event_raw_tcp_event_sk_skb___x {
+	const void *skbaddr;
+	const void *skaddr;
+} __attribute__((preserve_access_index));
+
+struct trace_event_raw_tcp_retransmit_synack___x {
+	const void *skaddr;
+	const void *req;
+} __attribute__((preserve_access_index));
+
+SEC("tracepoint/tcp/tcp_retransmit_skb")
+int tracepoint_tcp_retransmit_skb(void *ctx)
+{
+	const struct sk_buff *skb;
+	struct flow_key key = {};
+	const struct sock *sk;
+	__u32 segments;
+	int err = 0;
+
+	if (bpf_core_type_exists(struct trace_event_raw_tcp_retransmit_skb___x)) {
+		struct trace_event_raw_tcp_retransmit_skb___x *args = ctx;
+
+		skb = args->skbaddr;
+		sk = args->skaddr;
+		if (bpf_core_field_exists(args->err))
+			err = args->err;
+	} else {
+		struct trace_event_raw_tcp_event_sk_skb___x *args = ctx;
+
+		skb = args->skbaddr;
+		sk = args->skaddr;
+	}
+	if (err)
+		return 0;
+	segments = skb_segments(skb);
+	key_from_common(&key, &sk->__sk_common);
+	key.state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	key.kind = RM_KIND_RETRANSMIT;
+	key.cgroup = sock_cgroup_id(sk);
+	emit_event(&key, segments, 0, NULL);
+	account(&key, 1, segments);
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_retransmit_synack")
+int tracepoint_tcp_retransmit_synack(struct trace_event_raw_tcp_retransmit_synack___x *args)
+{
+	const struct request_sock *req = args->req;
+	const struct sock *sk = args->skaddr;
+	struct flow_key key = {};
+
+	key_from_common(&key, &req->__req_common);
+	key.state = TCP_SYN_RECV;
+	key.kind = RM_KIND_SYNACK;
+	key.flags = RM_FLOW_PASSIVE;
+	key.cgroup = sock_cgroup_id(sk);
+	emit_event(&key, 1, 0, NULL);
+	account(&key, 1, 1);
+	return 0;
+}

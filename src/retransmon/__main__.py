@@ -1,0 +1,3 @@
+from retransmon.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""cgroup v2 ids (what the kernel stores per socket) to paths (what labels show)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "unknown"
+
+
+def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """Where cgroup v2 is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts."""
+    try:
+        with open(mountinfo) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    return parse_cgroup2_mount(lines)
+
+
+def parse_cgroup2_mount(lines: list[str]) -> str | None:
+    for line in lines:
+        # mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        if right.split(" ", 1)[0] == "cgroup2":
+            return left.split(" ")[4].replace("\\040", " ")
+    return None
+
+
+class CgroupResolver:
+    """Maps cgroup ids to paths relative to the cgroup2 mount, e.g. ``/system.slice/nginx.service``.
+
+    The id of a cgroup v2 directory is its inode number. Unknown ids trigger a
+    re-scan of the hierarchy, at most once per ``rescan_interval`` seconds.
+    """
+
+    def __init__(self, mount: str | None = None, rescan_interval: float = 10.0) -> None:
+        self.mount = mount if mount is not None else cgroup2_mount()
+        self.rescan_interval = rescan_interval
+        self._paths: dict[int, str] = {}
+        self._last_scan = -1e18
+        self._lock = threading.Lock()
+
+    def _scan(self) -> None:
+        self._last_scan = time.monotonic()
+        if self.mount is None:
+            return
+        paths: dict[int, str] = {}
+        for dirpath, _dirs, _files in os.walk(self.mount):
+            try:
+                ino = os.stat(dirpath).st_ino
+            except OSError:
+                continue  # removed while walking
+            rel = os.path.relpath(dirpath, self.mount)
+            paths[ino] = "/" if rel == "." else "/" + rel
+        self._paths = paths
+
+    def path(self, cgroup_id: int) -> str:
+        if cgroup_id == 0:
+            return UNKNOWN
+        with self._lock:
+            found = self._paths.get(cgroup_id)
+            if found is None and time.monotonic() - self._last_scan >= self.rescan_interval:
+                self._scan()
+                found = self._paths.get(cgroup_id)
+        return found if found is not None else UNKNOWN

@@ -1,0 +1,162 @@
+"""Command line: argument parsing and one function per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import NoReturn
+
+from retransmon import __version__
+from retransmon.errors import RetransmonError, UsageError
+
+log = logging.getLogger("retransmon")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad input: one line naming the problem, exit 2 (argparse prints the whole usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (default: info)")
+    p.add_argument(
+        "--hooks",
+        choices=("auto", "tp_btf", "tracepoint"),
+        default="auto",
+        help="which kernel hooks to use: auto picks tp_btf where the kernel has it (default: auto)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="retransmon", description="TCP retransmission monitor for Linux (eBPF).")
+    parser.add_argument("--version", action="version", version=f"retransmon {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+
+    serve = sub.add_parser("serve", help="serve Prometheus metrics until SIGTERM/SIGINT")
+    serve.add_argument("--listen", default=":2112", metavar="[HOST]:PORT", help="address to serve on (default :2112)")
+    serve.add_argument(
+        "--labels",
+        default="default",
+        help="labels of the retransmit series: 'default', 'flow' (the original blog's set), or a comma list of "
+        "ip_version,src_ip,src_port,dst_ip,dst_port,service_port,state,kind,netns,cgroup",
+    )
+    serve.add_argument(
+        "--max-series",
+        type=_positive_int,
+        default=10000,
+        metavar="N",
+        help="series per metric; more are folded into `other` series, totals unchanged (default 10000)",
+    )
+    serve.add_argument(
+        "--harvest-interval",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often the kernel's flow table is drained besides every scrape (default 5)",
+    )
+    serve.add_argument(
+        "--flow-capacity",
+        type=_positive_int,
+        default=16384,
+        metavar="N",
+        help="distinct flows the kernel table holds per harvest before folding (default 16384)",
+    )
+    _add_common(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check", help="preflight: kernel, BTF, hooks, privileges")
+    _add_common(check)
+    check.set_defaults(func=cmd_check)
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if level != "debug":
+        # libbpf's informational chatter only when asked for.
+        logging.getLogger("retransmon.libbpf").setLevel(logging.ERROR)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from retransmon.serve import ServeOptions, serve
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    options = ServeOptions(
+        listen=args.listen,
+        labels=args.labels,
+        max_series=args.max_series,
+        harvest_interval=args.harvest_interval,
+        flow_capacity=args.flow_capacity,
+        hooks=args.hooks,
+    )
+    serve(options, stop)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from retransmon.check import ready, render, run_checks
+
+    findings = run_checks(args.hooks)
+    print(render(findings))
+    return 0 if ready(findings) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        _configure_logging(args.log_level)
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
+    except RetransmonError as exc:
+        print(f"retransmon: {exc.render()}", file=sys.stderr)
+        for line in exc.details:
+            print(f"  {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Output piped into something that stopped reading (| head): end quietly.
+        sys.stderr.close()
+        return 0

@@ -1,0 +1,42 @@
+"""Fixed binary layouts of the structs in bpf/retransmon.h, described in Python.
+
+A :class:`Layout` lists a C struct's fields in order with their ``struct``
+module codes; offsets are the running sums of sizes, so the C side must pad
+explicitly (it does). ``tests/unit/test_layout_btf.py`` compares each layout
+with the struct's BTF in the compiled object, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    code: str  # struct module code, e.g. "Q", "H", "16s"
+
+    @property
+    def size(self) -> int:
+        return struct.calcsize("=" + self.code)
+
+
+class Layout:
+    def __init__(self, c_name: str, fields: list[Field]) -> None:
+        self.c_name = c_name
+        self.fields = fields
+        self.struct = struct.Struct("=" + "".join(f.code for f in fields))
+        self.size = self.struct.size
+        offsets: dict[str, int] = {}
+        pos = 0
+        for f in fields:
+            offsets[f.name] = pos
+            pos += f.size
+        self.offsets = offsets
+
+    def unpack(self, raw: bytes) -> tuple[object, ...]:
+        return self.struct.unpack_from(raw)
+
+    def pack(self, *values: object) -> bytes:
+        return self.struct.pack(*values)

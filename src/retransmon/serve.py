@@ -1,0 +1,96 @@
+"""`retransmon serve`: wire the BPF programs, harvester, collector and HTTP server together."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
+from retransmon.bpf.program import ProgramOptions, RetransmonBPF
+from retransmon.cgroups import CgroupResolver
+from retransmon.collector import RetransmonCollector
+from retransmon.harvester import Harvester, HarvestTimer
+from retransmon.labels import Projector, parse_labels, sent_labels
+from retransmon.listening import ListeningPorts, scan_proc
+from retransmon.series import SeriesTable
+from retransmon.server import MetricsServer, parse_listen
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeOptions:
+    listen: str = ":2112"
+    labels: str = "default"
+    max_series: int = 10000
+    harvest_interval: float = 5.0
+    flow_capacity: int = 16384
+    hooks: str = "auto"
+
+
+@dataclass
+class Agent:
+    """Everything `serve` runs, built but not yet serving; close() undoes it all."""
+
+    bpf: RetransmonBPF
+    harvester: Harvester
+    registry: CollectorRegistry
+
+    def close(self) -> None:
+        self.bpf.close()
+
+
+def build_agent(options: ServeOptions) -> Agent:
+    """Load and attach the BPF programs and build the metrics pipeline around them."""
+    labels = parse_labels(options.labels)
+    bpf = RetransmonBPF(ProgramOptions(hooks=options.hooks, flow_capacity=options.flow_capacity))
+    bpf.start()
+    try:
+        listening = ListeningPorts()
+        listening.seed(scan_proc())
+        projector = Projector(labels, listening, CgroupResolver().path)
+        harvester = Harvester(
+            bpf,
+            projector,
+            retransmits=SeriesTable(labels, options.max_series),
+            sent=SeriesTable(sent_labels(labels), options.max_series),
+            listening=listening,
+        )
+        registry = CollectorRegistry()
+        registry.register(RetransmonCollector(harvester.snapshot, labels))
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+    except BaseException:
+        bpf.close()
+        raise
+    return Agent(bpf, harvester, registry)
+
+
+def serve(options: ServeOptions, stop: threading.Event) -> None:
+    """Serve until *stop* is set; always detaches before returning."""
+    host, port = parse_listen(options.listen)
+    parse_labels(options.labels)  # bad input fails before anything is loaded
+    registry_holder = CollectorRegistry()
+    server = MetricsServer(host, port, registry_holder)  # a busy port fails before BPF is loaded
+    try:
+        agent = build_agent(options)
+    except BaseException:
+        server.server_close()
+        raise
+    try:
+        server.registry = agent.registry
+        timer = HarvestTimer(agent.harvester, options.harvest_interval)
+        timer.start()
+        thread = server.serve_in_thread()
+        log.info("serving metrics on %s:%d/metrics", host or "*", server.port)
+        while not stop.wait(1.0):
+            pass
+        server.shutdown()
+        thread.join(timeout=5)
+        timer.stop()
+    finally:
+        server.server_close()
+        agent.close()
+        log.info("detached; bye")
