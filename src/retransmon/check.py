@@ -37,20 +37,28 @@ def effective_capabilities(status_path: str = "/proc/self/status") -> set[str]:
 
 
 def _tracefs_mounted() -> bool:
-    return any(os.path.isdir(p) for p in ("/sys/kernel/tracing/events/tcp", "/sys/kernel/debug/tracing/events/tcp"))
+    return any(
+        os.path.isdir(p) for p in ("/sys/kernel/tracing/events/tcp", "/sys/kernel/debug/tracing/events/tcp")
+    )
 
 
 def run_checks(hooks: str = "auto") -> list[Finding]:
     out = [Finding(OK, "kernel", os.uname().release), Finding(OK, "libbpf", libbpf.version())]
     caps = effective_capabilities()
     if os.geteuid() == 0 or {"CAP_BPF", "CAP_PERFMON"} <= caps or "CAP_SYS_ADMIN" in caps:
-        out.append(Finding(OK, "privileges", "uid %d, capabilities: %s" % (os.geteuid(), ", ".join(sorted(caps)) or "none")))
+        out.append(
+            Finding(
+                OK, "privileges", f"uid {os.geteuid()}, capabilities: {', '.join(sorted(caps)) or 'none'}"
+            )
+        )
     else:
         out.append(Finding(FAIL, "privileges", "neither root nor CAP_BPF+CAP_PERFMON", PRIVILEGE_FIX))
 
     if not os.path.exists(VMLINUX_BTF):
         out.append(
-            Finding(FAIL, "BTF", f"{VMLINUX_BTF} missing", "a kernel with CONFIG_DEBUG_INFO_BTF=y (Linux 5.8+)")
+            Finding(
+                FAIL, "BTF", f"{VMLINUX_BTF} missing", "a kernel with CONFIG_DEBUG_INFO_BTF=y (Linux 5.8+)"
+            )
         )
         return out
     features: KernelFeatures = probe()
@@ -59,7 +67,9 @@ def run_checks(hooks: str = "auto") -> list[Finding]:
         Finding(
             OK if features.tp_btf else WARN,
             "tp_btf tracepoints",
-            "tcp_retransmit_skb, tcp_retransmit_synack" if features.tp_btf else "missing: classic tracepoints only",
+            "tcp_retransmit_skb, tcp_retransmit_synack"
+            if features.tp_btf
+            else "missing: classic tracepoints only",
         )
     )
     out.append(
@@ -84,7 +94,9 @@ def run_checks(hooks: str = "auto") -> list[Finding]:
         Finding(
             OK if features.sk_cgroup_pointer else WARN,
             "socket cgroup",
-            "sock_cgroup_data.cgroup" if features.sk_cgroup_pointer else "unavailable: cgroup label reads 'unknown'",
+            "sock_cgroup_data.cgroup"
+            if features.sk_cgroup_pointer
+            else "unavailable: cgroup label reads 'unknown'",
         )
     )
     mount = cgroup2_mount()

@@ -63,12 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     serve = sub.add_parser("serve", help="serve Prometheus metrics until SIGTERM/SIGINT")
-    serve.add_argument("--listen", default=":2112", metavar="[HOST]:PORT", help="address to serve on (default :2112)")
+    serve.add_argument(
+        "--listen", default=":2112", metavar="[HOST]:PORT", help="address to serve on (default :2112)"
+    )
     serve.add_argument(
         "--labels",
         default="default",
-        help="labels of the retransmit series: 'default', 'flow' (the original blog's set), or a comma list of "
-        "ip_version,src_ip,src_port,dst_ip,dst_port,service_port,state,kind,netns,cgroup",
+        help="labels of the retransmit series: 'default', 'flow' (the original blog's set), "
+        "or a comma list of ip_version,src_ip,src_port,dst_ip,dst_port,service_port,state,kind,netns,cgroup",
     )
     serve.add_argument(
         "--max-series",

@@ -58,7 +58,7 @@ class RetransmonCollector(Collector):
         )
         unaccounted = CounterMetricFamily(
             "retransmon_unaccounted_segments",
-            "Retransmitted segments with no room in the flow table, not even in its reserve for folded flows.",
+            "Retransmitted segments with no room in the flow table, not even in its reserve for folds.",
         )
         entries = GaugeMetricFamily(
             "retransmon_flow_map_entries",

@@ -94,4 +94,4 @@ def decode_flow(raw_key: bytes) -> Flow:
 
 def decode_counts(raw_value: bytes) -> tuple[int, int]:
     events, segments = FLOW_COUNTS.unpack(raw_value)
-    return int(events), int(segments)  # type: ignore[call-overload]
+    return int(events), int(segments)

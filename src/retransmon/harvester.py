@@ -145,7 +145,7 @@ class Harvester:
         per_cpu = libbpf.map_lookup_percpu(self._bpf.map_fd("losses"), ZERO_U32, LOSS_COUNTS.size)
         total = Losses()
         for raw in per_cpu or []:
-            lost, ev, seg = (int(v) for v in LOSS_COUNTS.unpack(raw))  # type: ignore[call-overload]
+            lost, ev, seg = LOSS_COUNTS.unpack(raw)
             total.events_lost += lost
             total.unaccounted_events += ev
             total.unaccounted_segments += seg
@@ -155,7 +155,7 @@ class Harvester:
         live = set()
         for key in libbpf.map_keys(self._bpf.map_fd("listeners"), LISTEN_KEY.size):
             netns, port, _pad = LISTEN_KEY.unpack(key)
-            live.add((int(netns), int(port)))  # type: ignore[call-overload]
+            live.add((int(netns), int(port)))
         return live
 
     def snapshot(self, harvest: bool = True) -> Snapshot:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Layout:
             pos += f.size
         self.offsets = offsets
 
-    def unpack(self, raw: bytes) -> tuple[object, ...]:
+    def unpack(self, raw: bytes) -> tuple[Any, ...]:
         return self.struct.unpack_from(raw)
 
     def pack(self, *values: object) -> bytes:

@@ -48,7 +48,9 @@ class SeriesTable:
 
     def samples(self) -> list[Sample]:
         """Every series; an `other` series identical to an admitted one is merged into it."""
-        merged: dict[tuple[str, ...], Counts] = {k: Counts(c.events, c.segments) for k, c in self._admitted.items()}
+        merged: dict[tuple[str, ...], Counts] = {
+            k: Counts(c.events, c.segments) for k, c in self._admitted.items()
+        }
         for key, c in self._folded.items():
             merged.setdefault(key, Counts()).add(c.events, c.segments)
         return [Sample(k, c.events, c.segments) for k, c in merged.items()]

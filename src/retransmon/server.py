@@ -7,6 +7,7 @@ its request only holds its own thread, and only for ``request_timeout``.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import html
 import logging
@@ -58,13 +59,16 @@ class MetricsHandler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def setup(self) -> None:
-        self.timeout = self.server.request_timeout
+        # StreamRequestHandler applies `timeout` to the socket in setup().
+        self.connection.settimeout(self.server.request_timeout)
         super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: HTTPStatus, body: bytes, content_type: str, extra: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -88,7 +92,10 @@ class MetricsHandler(BaseHTTPRequestHandler):
 
     def _not_allowed(self) -> None:
         self._send(
-            HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n", "text/plain; charset=utf-8", {"Allow": "GET, HEAD"}
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            b"method not allowed\n",
+            "text/plain; charset=utf-8",
+            {"Allow": "GET, HEAD"},
         )
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
@@ -138,14 +145,16 @@ class MetricsServer(ThreadingHTTPServer):
             if exc.errno == 98:  # EADDRINUSE
                 raise EnvironmentProblem(
                     f"cannot listen on {where}: the port is in use",
-                    fix="stop the process using it (ss -ltnp 'sport = :%d') or choose another with --listen" % port,
+                    fix=f"stop the process using it (ss -ltnp 'sport = :{port}') or pick another --listen",
                 ) from None
             if exc.errno == 13:  # EACCES
                 raise EnvironmentProblem(
                     f"cannot listen on {where}: permission denied",
                     fix="use a port above 1023 or grant CAP_NET_BIND_SERVICE",
                 ) from None
-            raise EnvironmentProblem(f"cannot listen on {where}: {exc.strerror}", fix="check --listen") from None
+            raise EnvironmentProblem(
+                f"cannot listen on {where}: {exc.strerror}", fix="check --listen"
+            ) from None
 
     @property
     def port(self) -> int:
@@ -154,19 +163,17 @@ class MetricsServer(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         # Refuse rather than queue without bound when too many connections are open.
         if not self._slots.acquire(blocking=False):
-            try:
+            with contextlib.suppress(OSError):
                 request.sendall(
                     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                 )
-            except OSError:
-                pass
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)  # type: ignore[misc]
+            super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
 

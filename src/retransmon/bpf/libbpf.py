@@ -164,8 +164,7 @@ _libc.vsnprintf.argtypes = [_c_char_p, _c_size_t, _c_char_p, _c_void_p]
 _libc.vsnprintf.restype = _c_int
 
 
-@_PRINT_FN
-def _print_callback(level: int, fmt: bytes | None, args: int | None) -> int:
+def _print_text(level: int, fmt: bytes | None, args: int | None) -> int:
     buf = ctypes.create_string_buffer(4096)
     _libc.vsnprintf(buf, len(buf), fmt, args)
     text = buf.value.decode(errors="replace").rstrip("\n")
@@ -173,6 +172,9 @@ def _print_callback(level: int, fmt: bytes | None, args: int | None) -> int:
         _recent.append(line)
         log.log(_LEVELS.get(level, logging.DEBUG), "%s", line)
     return 0
+
+
+_print_callback = _PRINT_FN(_print_text)
 
 
 def _install_print_callback(lib: ctypes.CDLL) -> None:
@@ -199,9 +201,7 @@ class Object:
         lib = _library()
         clear_recent_log()
         self._lib = lib
-        self._ptr: int | None = _check_ptr(
-            f"open {path}", lib.bpf_object__open_file(path.encode(), None)
-        )
+        self._ptr: int | None = _check_ptr(f"open {path}", lib.bpf_object__open_file(path.encode(), None))
 
     def _obj(self) -> int:
         if self._ptr is None:
@@ -388,9 +388,7 @@ def map_lookup_and_delete_batch(
             raise LibbpfError("map lookup_and_delete_batch", err, recent_log())
         kraw, vraw = keys.raw, values.raw
         for i in range(count.value):
-            out.append(
-                (kraw[i * key_size : (i + 1) * key_size], vraw[i * value_size : (i + 1) * value_size])
-            )
+            out.append((kraw[i * key_size : (i + 1) * key_size], vraw[i * value_size : (i + 1) * value_size]))
         if err == errno.ENOENT:
             return out
         ctypes.memmove(in_batch, out_batch, len(out_batch))
@@ -442,7 +440,8 @@ BPF_STATS_RUN_TIME = 0
 
 def enable_run_time_stats() -> int:
     """Turn on run_time_ns/run_cnt accounting while the returned fd stays open."""
-    return _check_int("enable BPF stats", _library().bpf_enable_stats(BPF_STATS_RUN_TIME))
+    ret: int = _library().bpf_enable_stats(BPF_STATS_RUN_TIME)
+    return _check_int("enable BPF stats", ret)
 
 
 # ----------------------------------------------------------------------------
@@ -460,7 +459,7 @@ class RingBuffer:
 
         def sample(_ctx: int | None, data: int | None, size: int) -> int:
             try:
-                self._callback(ctypes.string_at(data, size))
+                self._callback(ctypes.string_at(data or 0, size))
             except BaseException as exc:  # stop polling; re-raised in poll()
                 self._error = exc
                 return -1
@@ -474,7 +473,7 @@ class RingBuffer:
     def poll(self, timeout_ms: int) -> int:
         if self._ptr is None:
             raise ValueError("ring buffer is closed")
-        ret = self._lib.ring_buffer__poll(self._ptr, timeout_ms)
+        ret: int = self._lib.ring_buffer__poll(self._ptr, timeout_ms)
         if self._error is not None:
             exc, self._error = self._error, None
             raise exc

@@ -23,7 +23,7 @@ from types import TracebackType
 from retransmon.bpf import libbpf
 from retransmon.bpf.kernel_features import KernelFeatures, probe
 from retransmon.errors import EnvironmentProblem, UsageError
-from retransmon.flows import FLOW_COUNTS, FLOW_KEY, META_KEY, ZERO_COUNTS
+from retransmon.flows import META_KEY, ZERO_COUNTS
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,9 @@ def plans_for(mode: str, features: KernelFeatures) -> list[HookPlan]:
         raise UsageError(f"unknown hook type {mode!r}; choose one of {', '.join(HOOK_MODES)}")
     plans: list[HookPlan] = []
     if mode in ("auto", "tp_btf") and features.tp_btf:
-        base = tuple(p for p in TP_BTF_PROGRAMS if p != "tp_btf_inet_sock_set_state" or features.tp_btf_sock_set_state)
+        base = tuple(
+            p for p in TP_BTF_PROGRAMS if p != "tp_btf_inet_sock_set_state" or features.tp_btf_sock_set_state
+        )
         exact = features.tp_btf_sock_set_state
         plans.append(HookPlan("tp_btf", base, True, exact))
         plans.append(HookPlan("tp_btf-per-event", base, False, False))
@@ -114,7 +116,7 @@ class FlowTables:
     live: int = 0  # index into table_fds of the table in outer[0]
 
 
-def _needs_privilege(err: int) -> bool:
+def _needs_privilege(err: int | None) -> bool:
     return err in (errno.EPERM, errno.EACCES)
 
 
@@ -263,7 +265,11 @@ class RetransmonBPF:
 
     @property
     def exact(self) -> bool:
-        return self.plan is not None and self.plan.exact and any(p.name.startswith("tp_btf") for p in self.programs)
+        return (
+            self.plan is not None
+            and self.plan.exact
+            and any(p.name.startswith("tp_btf") for p in self.programs)
+        )
 
 
 def _ring_size(requested: int) -> int:
@@ -297,5 +303,3 @@ def _explain(exc: libbpf.LibbpfError) -> str:
                 continue
             return f"{exc.what}: {text}"
     return str(exc.strerror)
-
-

@@ -25,5 +25,5 @@ class CommandError(TestbedError):
         super().__init__(f"`{' '.join(argv)}` failed: {detail}")
 
 
-class ImpairmentUnavailable(TestbedError):  # noqa: N818 (name is part of the API)
+class ImpairmentUnavailable(TestbedError):
     """The requested impairment (e.g. delay without netem) cannot be built on this kernel."""
