@@ -59,9 +59,9 @@ class MetricsHandler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def setup(self) -> None:
-        # StreamRequestHandler applies `timeout` to the socket in setup().
-        self.connection.settimeout(self.server.request_timeout)
         super().setup()
+        # A client that stalls mid-request holds only its own thread, and not for long.
+        self.connection.settimeout(self.server.request_timeout)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)

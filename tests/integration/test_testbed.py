@@ -25,10 +25,7 @@ from retransmon.testbed import (
 )
 from retransmon.testbed.loss import TCP_FLAG_FILTERS
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
-]
+pytestmark = pytest.mark.root
 
 PREFIX = "rmtest-it"
 

@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from retransmon.testbed.agent import AgentProcess, free_port, parse_metrics, total
     from retransmon.testbed.errors import CommandError, ImpairmentUnavailable, TestbedError
     from retransmon.testbed.loss import TCP_FLAG_FILTERS, Impairment, build_ruleset, netem_available
     from retransmon.testbed.netns import NetNamespace, list_netns, parse_snmp, tcp_counters, tcp_ext_counters
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
 # Imported on first use, so that `python -m retransmon.testbed.traffic` does not find its
 # own module already imported by this package (runpy warns about that).
 _EXPORTS = {
+    "AgentProcess": "agent",
+    "free_port": "agent",
+    "parse_metrics": "agent",
+    "total": "agent",
     "CommandError": "errors",
     "ImpairmentUnavailable": "errors",
     "TestbedError": "errors",
@@ -41,6 +46,10 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AgentProcess",
+    "free_port",
+    "parse_metrics",
+    "total",
     "TCP_FLAG_FILTERS",
     "CommandError",
     "Impairment",
