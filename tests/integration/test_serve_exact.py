@@ -74,9 +74,7 @@ def test_bulk_transfer_with_loss_matches_retranssegs(agent: AgentProcess, ipv6: 
         result = tb.send(flows=4, duration=3)
         assert int(str(result["bytes_sent"])) > 0
         kernel, segments, events, samples = client.deltas()
-        print(
-            f"{'IPv6' if ipv6 else 'IPv4'}: RetransSegs {kernel}, exported segments {segments}, events {events}"
-        )
+        print(f"IPv{'6' if ipv6 else '4'}: RetransSegs {kernel}, exported {segments}, events {events}")
         assert kernel > 100, "the lossy link should have made the client retransmit"
         assert segments == kernel
         # TSO: one retransmitted skb carries several segments.
@@ -126,7 +124,8 @@ def test_synack_retransmits_are_counted_with_kind_synack(agent: AgentProcess) ->
         synacks = ours(samples, tb.server, kind="synack") - synack_before
         syn_retrans = tcp_ext_counters(tb.server)["TCPSynRetrans"] - syn_before
         print(
-            f"SYN-ACK: RetransSegs {kernel}, exported {segments}, synack {synacks}, TCPSynRetrans {syn_retrans}"
+            f"SYN-ACK: RetransSegs {kernel}, exported {segments}, synack {synacks}, "
+            f"TCPSynRetrans {syn_retrans}"
         )
         assert synacks >= 4
         assert synacks == syn_retrans

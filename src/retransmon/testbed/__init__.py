@@ -46,11 +46,8 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "AgentProcess",
-    "free_port",
-    "parse_metrics",
-    "total",
     "TCP_FLAG_FILTERS",
+    "AgentProcess",
     "CommandError",
     "Impairment",
     "ImpairmentUnavailable",
@@ -60,14 +57,17 @@ __all__ = [
     "TestbedError",
     "VethPair",
     "build_ruleset",
+    "free_port",
     "list_netns",
     "netem_available",
+    "parse_metrics",
     "parse_snmp",
     "run_holder",
     "run_sender",
     "start_sink",
     "tcp_counters",
     "tcp_ext_counters",
+    "total",
 ]
 
 
