@@ -179,6 +179,22 @@ static __always_inline __u64 sock_cgroup_id(const struct sock *sk)
 	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
 }
 
+static __always_inline bool is_v4_mapped(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
+}
+
+/* ::ffff:a.b.c.d -> a.b.c.d in the first four bytes, the rest zero. */
+static __always_inline void unmap_v4(__u8 *a)
+{
+	__u32 *w = (__u32 *)a;
+
+	w[0] = w[3];
+	w[1] = w[2] = w[3] = 0;
+}
+
 /* Fill addresses, ports, family and netns from a socket or request socket. */
 static __always_inline void key_from_common(struct flow_key *key, const struct sock_common *skc)
 {
@@ -189,6 +205,12 @@ static __always_inline void key_from_common(struct flow_key *key, const struct s
 	if (key->family == AF_INET6) {
 		BPF_CORE_READ_INTO(&key->laddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
 		BPF_CORE_READ_INTO(&key->raddr, skc, skc_v6_daddr.in6_u.u6_addr8);
+		if (is_v4_mapped(key->raddr)) {
+			/* IPv4 on a dual-stack socket: key it as IPv4, so folded keys keep the version. */
+			key->family = AF_INET;
+			unmap_v4(key->laddr);
+			unmap_v4(key->raddr);
+		}
 	} else {
 		BPF_CORE_READ_INTO((__u32 *)key->laddr, skc, skc_rcv_saddr);
 		BPF_CORE_READ_INTO((__u32 *)key->raddr, skc, skc_daddr);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 
@@ -22,6 +23,11 @@ def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
     return parse_cgroup2_mount(lines)
 
 
+def _unescape_mountinfo(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as 3-digit octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def parse_cgroup2_mount(lines: list[str]) -> str | None:
     for line in lines:
         # mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
@@ -29,7 +35,7 @@ def parse_cgroup2_mount(lines: list[str]) -> str | None:
         if not sep:
             continue
         if right.split(" ", 1)[0] == "cgroup2":
-            return left.split(" ")[4].replace("\\040", " ")
+            return _unescape_mountinfo(left.split(" ")[4])
     return None
 
 

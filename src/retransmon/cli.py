@@ -17,6 +17,7 @@ from retransmon.errors import RetransmonError, UsageError
 log = logging.getLogger("retransmon")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_SECONDS = 86400.0  # a day: longer intervals are a typo, and overflow Event.wait()
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -41,8 +42,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    if not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most {MAX_SECONDS:g}, got {text}")
     return value
 
 

@@ -13,7 +13,7 @@ import errno
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from retransmon.bpf import libbpf
 from retransmon.bpf.program import PROGRAM_LABELS, RetransmonBPF
@@ -27,7 +27,7 @@ from retransmon.flows import (
     decode_flow,
     is_meta,
 )
-from retransmon.labels import Projector
+from retransmon.labels import Projector, sent_labels
 from retransmon.layout import Field, Layout
 from retransmon.listening import ListeningPorts
 from retransmon.series import Sample, SeriesTable
@@ -87,6 +87,8 @@ class Harvester:
     ) -> None:
         self._bpf = bpf
         self._projector = projector
+        # Segments sent carry no state or kind.
+        self._sent_projector = replace(projector, labels=sent_labels(projector.labels))
         self.retransmits = retransmits
         self.sent = sent
         self._listening = listening
@@ -115,8 +117,10 @@ class Harvester:
                 flows += 1
                 flow = decode_flow(raw_key)
                 events, segments = decode_counts(raw_value)
-                table = self.sent if flow.kind == "sent" else self.retransmits
-                table.add(self._projector.project(flow), events, segments)
+                if flow.kind == "sent":
+                    self.sent.add(self._sent_projector.project(flow), events, segments)
+                else:
+                    self.retransmits.add(self._projector.project(flow), events, segments)
             self._state.last_entries = flows
             self._state.losses = self._read_losses()
             self._listening.update(self._read_listeners())

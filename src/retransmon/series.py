@@ -34,6 +34,8 @@ class SeriesTable:
         self.folded_records = 0  # additions that went to an `other` series
 
     def add(self, values: tuple[str, ...], events: int, segments: int) -> None:
+        if len(values) != len(self.label_names):
+            raise ValueError(f"{len(values)} label values for {len(self.label_names)} labels")
         counts = self._admitted.get(values)
         if counts is None:
             if len(self._admitted) < self.max_series:

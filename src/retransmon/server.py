@@ -52,11 +52,30 @@ LANDING_PAGE = """<!doctype html>
 """
 
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header allows gzip (`gzip;q=0` refuses it)."""
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "*"):
+            continue
+        q = params.strip()
+        if q.startswith("q="):
+            try:
+                return float(q[2:]) > 0
+            except ValueError:
+                return False
+        return True
+    return False
+
+
 class MetricsHandler(BaseHTTPRequestHandler):
     server: MetricsServer
     protocol_version = "HTTP/1.1"
     server_version = f"retransmon/{__version__}"
     sys_version = ""
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def setup(self) -> None:
         super().setup()
@@ -91,11 +110,13 @@ class MetricsHandler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def _not_allowed(self) -> None:
+        # The request body (if any) is not read, so the connection cannot carry another request.
+        self.close_connection = True
         self._send(
             HTTPStatus.METHOD_NOT_ALLOWED,
             b"method not allowed\n",
             "text/plain; charset=utf-8",
-            {"Allow": "GET, HEAD"},
+            {"Allow": "GET, HEAD", "Connection": "close"},
         )
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
@@ -109,7 +130,7 @@ class MetricsHandler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"collecting metrics failed\n", "text/plain")
             return
         extra = {}
-        if "gzip" in self.headers.get("Accept-Encoding", ""):
+        if accepts_gzip(self.headers.get("Accept-Encoding", "")):
             body = gzip.compress(body, compresslevel=1)
             extra["Content-Encoding"] = "gzip"
         self._send(HTTPStatus.OK, body, content_type, extra)

@@ -14,6 +14,7 @@ from retransmon.testbed import (
     NetNamespace,
     TestBed,
     run_holder,
+    run_sender,
     tcp_counters,
     tcp_ext_counters,
     total,
@@ -189,3 +190,14 @@ def test_health_metrics(agent: AgentProcess) -> None:
         "retransmon_bpf_recursion_misses_total",
     ):
         assert name in names
+
+
+def test_ipv4_mapped_ipv6_socket_reports_ipv4(agent: AgentProcess) -> None:
+    """A dual-stack (AF_INET6) socket talking IPv4 is labelled ip_version 4 with dotted addresses."""
+    with TestBed(loss_percent=10) as tb:
+        client = Baseline(tb.client, agent)
+        run_sender(tb.client, f"::ffff:{tb.server_ip}", tb.port, flows=2, duration=2)
+        kernel, segments, _, samples = client.deltas()
+        assert kernel > 0 and segments == kernel
+        mine = [s for s in samples if s.name == SEGMENTS and s.labels["netns"] == str(tb.client.inode)]
+        assert {(s.labels["ip_version"], s.labels["dst_ip"]) for s in mine} == {("4", tb.server_ip)}
