@@ -1,0 +1,1 @@
+"""Reproducible benchmarks; results and the machine they ran on are in docs/benchmarks.md."""
