@@ -47,8 +47,16 @@ def ours(samples: list[Sample], ns: NetNamespace, metric: str = SEGMENTS, **labe
     return int(total(samples, metric, netns=str(ns.inode), **labels))
 
 
+def _key(s: Sample) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return s.name, tuple(sorted(s.labels.items()))
+
+
 class Baseline:
-    """Kernel and exporter readings for a namespace, to compare deltas against."""
+    """Kernel and exporter readings for a namespace, to compare deltas against.
+
+    Namespace inode numbers are reused, and the agent's counters live as long as it
+    does, so a new namespace may already have series: everything is compared as deltas.
+    """
 
     def __init__(self, ns: NetNamespace, agent: AgentProcess) -> None:
         self.ns = ns
@@ -56,6 +64,17 @@ class Baseline:
         self.kernel, samples = settled(ns, agent)
         self.segments = ours(samples, ns)
         self.events = ours(samples, ns, EVENTS)
+        self.values = {_key(s): s.value for s in samples}
+
+    def grown(self, samples: list[Sample], metric: str = SEGMENTS) -> list[Sample]:
+        """This namespace's series of *metric* that grew since the baseline."""
+        return [
+            s
+            for s in samples
+            if s.name == metric
+            and s.labels.get("netns") == str(self.ns.inode)
+            and s.value > self.values.get(_key(s), 0)
+        ]
 
     def deltas(self) -> tuple[int, int, int, list[Sample]]:
         """(kernel RetransSegs, our segments, our events) since the baseline, and the scrape."""
@@ -85,7 +104,7 @@ def test_bulk_transfer_with_loss_matches_retranssegs(agent: AgentProcess, ipv6: 
         assert s_segments == s_kernel
 
         version = "6" if ipv6 else "4"
-        mine = [s for s in samples if s.name == SEGMENTS and s.labels["netns"] == str(tb.client.inode)]
+        mine = client.grown(samples)
         assert {s.labels["ip_version"] for s in mine} == {version}
         assert {s.labels["src_ip"] for s in mine} == {tb.client_ip}
         assert {s.labels["dst_ip"] for s in mine} == {tb.server_ip}
@@ -131,7 +150,7 @@ def test_synack_retransmits_are_counted_with_kind_synack(agent: AgentProcess) ->
         assert synacks >= 4
         assert synacks == syn_retrans
         assert segments == kernel
-        series = [s for s in samples if s.name == SEGMENTS and s.labels.get("kind") == "synack"]
+        series = [s for s in server.grown(samples) if s.labels["kind"] == "synack"]
         assert {s.labels["state"] for s in series} == {"syn_recv"}
         assert {s.labels["service_port"] for s in series} == {str(tb.port)}
 
@@ -150,13 +169,7 @@ def test_flow_table_overflow_folds_and_keeps_totals() -> None:
         print(f"overflow: RetransSegs {kernel}, exported {segments}")
         assert kernel > 0
         assert segments == kernel
-        folded = [
-            s
-            for s in samples
-            if s.name == SEGMENTS
-            and s.labels["netns"] == str(tb.client.inode)
-            and s.labels["src_port"] == "other"
-        ]
+        folded = [s for s in client.grown(samples) if s.labels["src_port"] == "other"]
         assert folded, "with 60 connections and room for 4 flows some must be folded"
         assert all(s.labels["dst_ip"] == "other" for s in folded)
         assert total(samples, "retransmon_flow_map_capacity") == 4
@@ -199,5 +212,5 @@ def test_ipv4_mapped_ipv6_socket_reports_ipv4(agent: AgentProcess) -> None:
         run_sender(tb.client, f"::ffff:{tb.server_ip}", tb.port, flows=2, duration=2)
         kernel, segments, _, samples = client.deltas()
         assert kernel > 0 and segments == kernel
-        mine = [s for s in samples if s.name == SEGMENTS and s.labels["netns"] == str(tb.client.inode)]
+        mine = client.grown(samples)
         assert {(s.labels["ip_version"], s.labels["dst_ip"]) for s in mine} == {("4", tb.server_ip)}
