@@ -45,7 +45,7 @@ $(BUILD)/vmlinux.h:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
 $(BPF_OBJ): $(BPF_SRC) $(BUILD)/vmlinux.h
-	clang -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) \
+	clang -O2 -g -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
 		-I$(BUILD) -Ibpf -c bpf/retransmon.bpf.c -o $@.tmp && mv $@.tmp $@
 
 run: setup

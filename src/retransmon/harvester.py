@@ -1,8 +1,10 @@
 """Drain the kernel's flow tables into monotonic per-series accumulators.
 
-One harvest: point the programs at the spare table (the kernel returns only
-after an RCU grace period, so no program still writes to the old one), read
-and delete everything in the old table, feed it to the series tables. Runs
+One harvest: run the iterator that adds what live sockets sent since the
+last harvest to the live table, point the programs at the spare table (the
+kernel returns only after an RCU grace period, so no program still writes to
+the old one), read and delete everything in the old table, feed it to the
+series tables, drop series idle longer than --series-ttl. Runs
 on a timer and before every scrape; a lock makes concurrent callers take
 turns, and each sees a consistent snapshot.
 """
@@ -100,6 +102,8 @@ class Harvester:
             tables = self._bpf.tables
             if tables is None:
                 return  # detached: nothing more will come
+            # Into the live table, before the swap: counted in this harvest, exactly once.
+            self._bpf.collect_sent()
             old = tables.live
             spare = 1 - old
             # Swapping an array-of-maps entry waits for an RCU grace period.
@@ -117,6 +121,8 @@ class Harvester:
                 events, segments = decode_counts(raw_value)
                 table = self.sent if flow.kind == "sent" else self.retransmits
                 table.add(self._projector.project(flow), events, segments)
+            self.retransmits.expire()
+            self.sent.expire()
             self._state.last_entries = flows
             self._state.losses = self._read_losses()
             self._listening.update(self._read_listeners())
