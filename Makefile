@@ -52,11 +52,11 @@ run: setup
 	$(VENV)/bin/retransmon serve
 
 lint:
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests $(wildcard bench)
+	$(VENV)/bin/ruff format --check src tests $(wildcard bench)
 
 typecheck:
-	$(VENV)/bin/mypy --strict src tests bench
+	$(VENV)/bin/mypy --strict src tests $(wildcard bench)
 
 test: setup lint typecheck
 	$(VENV)/bin/pytest

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels",
         default="default",
         help="labels of the retransmit series: 'default', 'flow' (the original blog's set), "
-        f"or a comma list of {','.join(LABEL_NAMES)}",
+        f"or a comma list of {', '.join(LABEL_NAMES)}",
     )
     serve.add_argument(
         "--max-series",

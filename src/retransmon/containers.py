@@ -26,8 +26,9 @@ _HEX64 = r"[0-9a-f]{64}"
 _CONTAINER = re.compile(rf"^(?:(?:docker|cri-containerd|crio|libpod)-)?(?P<id>{_HEX64})(?:\.scope)?$")
 # Pod UIDs are UUIDs; static (mirror) pods use a 32-hex hash of their manifest instead.
 _UID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}|[0-9a-f]{32}"
-# cgroupfs: pod<uid>; systemd: kubepods[-<qos>]-pod<uid with _ for ->.slice
-_POD = re.compile(rf"^(?:kubepods(?:-[a-z]+)?-)?pod(?P<uid>{_UID})(?:\.slice)?$")
+# cgroupfs: pod<uid>; systemd: kubepods[-<qos>]-pod<uid with _ for ->.slice, where a kubelet with a
+# cgroup root of its own (kind) prefixes its slices further: kubelet-kubepods-burstable-pod<uid>.slice
+_POD = re.compile(rf"^(?:[a-z0-9]+-)*pod(?P<uid>{_UID})(?:\.slice)?$")
 
 
 @dataclass(frozen=True)

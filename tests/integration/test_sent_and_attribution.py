@@ -40,7 +40,9 @@ def open_connections(ns: NetNamespace) -> int:
     ACK) is held by no file, so its last segments are counted when it closes.
     """
     text = ns.run(["cat", "/proc/net/tcp", "/proc/net/tcp6"]).stdout
-    states = [line.split()[3] for line in text.splitlines() if line.strip() and not line.lstrip().startswith("sl")]
+    states = [
+        line.split()[3] for line in text.splitlines() if line.strip() and not line.lstrip().startswith("sl")
+    ]
     return sum(1 for st in states if st not in ("0A", "06"))
 
 
@@ -73,7 +75,9 @@ def within(value: int, reference: int, tolerance: float = TOLERANCE) -> bool:
     return abs(value - reference) <= tolerance * reference
 
 
-def run_json_in(group: TestCgroup, ns: NetNamespace, argv: list[str], timeout: float = 120) -> dict[str, object]:
+def run_json_in(
+    group: TestCgroup, ns: NetNamespace, argv: list[str], timeout: float = 120
+) -> dict[str, object]:
     """Run a traffic command in ns and in group; returns its JSON summary."""
     # Into the group first: `ip netns exec` mounts its own /sys, without the cgroup2 mount.
     wrapped = group.wrap(["ip", "netns", "exec", ns.name, *argv])
@@ -117,8 +121,8 @@ def test_sent_segments_match_outsegs_plus_retranssegs_live_and_closed() -> None:
         client_ours = ours(samples, SENT, tb.client) - base_client
         server_ours = ours(samples, SENT, tb.server) - base_server
         print(
-            f"client: OutSegs+RetransSegs {client_kernel} (RetransSegs {client_retrans}), exported {client_ours}; "
-            f"server: OutSegs+RetransSegs {server_kernel}, exported {server_ours}"
+            f"client: OutSegs+RetransSegs {client_kernel} (RetransSegs {client_retrans}), "
+            f"exported {client_ours}; server: OutSegs+RetransSegs {server_kernel}, exported {server_ours}"
         )
         assert client_retrans > 100, "3% loss should have made the client retransmit"
         assert within(client_ours, client_kernel)
@@ -132,7 +136,7 @@ def test_existing_sockets_in_other_namespaces_are_counted_from_agent_start() -> 
     """A connection opened before the agent started, in a private namespace, idle while it starts."""
     script = (
         "import socket, sys\n"
-        f"s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)\n"
+        "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)\n"
         "print('connected', flush=True)\n"
         "sys.stdin.readline()\n"
         "for _ in range(64):\n"

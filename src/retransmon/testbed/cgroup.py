@@ -8,6 +8,7 @@ to the group from its first instruction.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -32,7 +33,9 @@ class TestCgroup:
     def __init__(self, relpath: str, mount: str | None = None) -> None:
         root = mount if mount is not None else cgroup2_mount()
         if root is None:
-            raise TestbedError("cgroup v2 is not mounted (looked for a cgroup2 entry in /proc/self/mountinfo)")
+            raise TestbedError(
+                "cgroup v2 is not mounted (looked for a cgroup2 entry in /proc/self/mountinfo)"
+            )
         self.relpath = "/" + relpath.strip("/")
         self.path = os.path.join(root, self.relpath.lstrip("/"))
         self._created: list[str] = []
@@ -72,10 +75,8 @@ class TestCgroup:
             while self.pids(d) and time.monotonic() < deadline:
                 time.sleep(0.05)
             for pid in self.pids(d):  # only a process this test started can be in its group
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             for _ in range(100):
                 try:
                     os.rmdir(d)
