@@ -75,6 +75,13 @@ def within(value: int, reference: int, tolerance: float = TOLERANCE) -> bool:
     return abs(value - reference) <= tolerance * reference
 
 
+def churn_sent_plausible(value: int, kernel: int) -> bool:
+    """Short connections: a TIME_WAIT socket's ACKs (answering a FIN retransmitted because our last
+    ACK was lost) are in OutSegs but no socket's segs_out: about 1-1.5% of the segments at 10% loss
+    with this traffic. Never more than the kernel, never much less."""
+    return 0.95 * kernel <= value <= kernel
+
+
 def run_json_in(
     group: TestCgroup, ns: NetNamespace, argv: list[str], timeout: float = 120
 ) -> dict[str, object]:
@@ -243,7 +250,9 @@ def test_churn_default_labels_stay_few_and_flow_labels_tell_connections_apart() 
         for samples, before in ((d1, d0), (f1, f0)):
             assert ours(samples, RETRANS, tb.client) - ours(before, RETRANS, tb.client) == client_retrans
             assert ours(samples, RETRANS, tb.server) - ours(before, RETRANS, tb.server) == server_retrans
-            assert within(ours(samples, SENT, tb.client) - ours(before, SENT, tb.client), c1[0] - c0[0])
+            sent = ours(samples, SENT, tb.client) - ours(before, SENT, tb.client)
+            print(f"churn: client sent {sent}, OutSegs+RetransSegs {c1[0] - c0[0]}")
+            assert churn_sent_plausible(sent, c1[0] - c0[0])
 
         # Default labels: one series per peer, service, state and kind; the server keeps its port.
         retrans_series = series(d1, RETRANS, tb.client)
@@ -295,4 +304,4 @@ def test_max_series_caps_series_and_keeps_per_namespace_sums() -> None:
             reference_sent = ours(ref1, SENT, ns) - ours(ref0, SENT, ns)
             print(f"capped: sent {capped_sent}, uncapped {reference_sent}, kernel {k1[0] - k0[0]}")
             assert capped_sent == reference_sent
-            assert within(capped_sent, k1[0] - k0[0])
+            assert churn_sent_plausible(capped_sent, k1[0] - k0[0])
