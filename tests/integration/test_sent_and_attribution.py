@@ -250,9 +250,9 @@ def test_churn_default_labels_stay_few_and_flow_labels_tell_connections_apart() 
         for samples, before in ((d1, d0), (f1, f0)):
             assert ours(samples, RETRANS, tb.client) - ours(before, RETRANS, tb.client) == client_retrans
             assert ours(samples, RETRANS, tb.server) - ours(before, RETRANS, tb.server) == server_retrans
-            sent = ours(samples, SENT, tb.client) - ours(before, SENT, tb.client)
-            print(f"churn: client sent {sent}, OutSegs+RetransSegs {c1[0] - c0[0]}")
-            assert churn_sent_plausible(sent, c1[0] - c0[0])
+            sent_segments = ours(samples, SENT, tb.client) - ours(before, SENT, tb.client)
+            print(f"churn: client sent {sent_segments}, OutSegs+RetransSegs {c1[0] - c0[0]}")
+            assert churn_sent_plausible(sent_segments, c1[0] - c0[0])
 
         # Default labels: one series per peer, service, state and kind; the server keeps its port.
         retrans_series = series(d1, RETRANS, tb.client)
