@@ -305,3 +305,20 @@ def test_max_series_caps_series_and_keeps_per_namespace_sums() -> None:
             print(f"capped: sent {capped_sent}, uncapped {reference_sent}, kernel {k1[0] - k0[0]}")
             assert capped_sent == reference_sent
             assert churn_sent_plausible(capped_sent, k1[0] - k0[0])
+
+
+def test_series_ttl_drops_idle_series() -> None:
+    ttl = 4.0
+    with (
+        AgentProcess("--labels", "netns", "--series-ttl", f"{ttl:g}s", "--harvest-interval", "0.5") as agent,
+        TestBed(loss_percent=10, offloads=True) as tb,
+    ):
+        tb.send(flows=2, duration=1)
+        samples = agent.scrape()  # moments after the transfer: the series have just grown
+        assert ours(samples, RETRANS, tb.client) > 0 and ours(samples, SENT, tb.client) > 0
+        settle([agent], [tb.client, tb.server])  # every socket closed, nothing grows any more
+        time.sleep(ttl + 1.5)
+        later = agent.scrape()
+        left = series(later, RETRANS, tb.client) + series(later, SENT, tb.client)
+        print(f"ttl: {len(left)} series of the idle namespace left {ttl + 1.5:g} s after it went quiet")
+        assert left == []
