@@ -8,8 +8,8 @@
 
 Only 1 counts exactly under failed attempts and skipped runs, and only 1
 counts segments sent (the retransmission rate's denominator): at close, and
-for live sockets with an iterator over the socket storage that user space
-runs before each harvest (:meth:`RetransmonBPF.collect_sent`). Closing
+for live sockets with an iterator over every process's open files that user
+space runs before each harvest (:meth:`RetransmonBPF.collect_sent`). Closing
 always destroys every link and the object, so the kernel keeps nothing: no
 program, map or link is pinned.
 """
