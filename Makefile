@@ -45,18 +45,18 @@ $(BUILD)/vmlinux.h:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
 $(BPF_OBJ): $(BPF_SRC) $(BUILD)/vmlinux.h
-	clang -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) \
+	clang -O2 -g -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
 		-I$(BUILD) -Ibpf -c bpf/retransmon.bpf.c -o $@.tmp && mv $@.tmp $@
 
 run: setup
 	$(VENV)/bin/retransmon serve
 
 lint:
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests $(wildcard bench)
+	$(VENV)/bin/ruff format --check src tests $(wildcard bench)
 
 typecheck:
-	$(VENV)/bin/mypy --strict src tests bench
+	$(VENV)/bin/mypy --strict src tests $(wildcard bench)
 
 test: setup lint typecheck
 	$(VENV)/bin/pytest

@@ -38,11 +38,23 @@ const volatile __u32 flow_capacity = 16384; /* full flows per table, then coarse
 struct sock_state {
 	__u32 retrans_seen; /* the part of total_retrans already accounted */
 	__u32 flags;
+	/*
+	 * The part of segs_out already accounted (low 32 bits) and SENT_* bits.
+	 * Written only by compare-and-swap once valid: the harvest-time iterator
+	 * runs without the socket lock, concurrently with the close handler.
+	 */
+	__u64 sent_seen;
 	__u32 owner_pid;
+	__u16 lport; /* local port, kept for the close: the kernel unbinds it first */
+	__u16 pad;
 	char owner_comm[RM_COMM_LEN];
 };
 #define SOCK_STATE_BASELINE 0x1 /* retrans_seen is valid */
 #define SOCK_STATE_PASSIVE 0x2  /* accepted from a listener */
+
+#define SENT_VALID (1ULL << 62)  /* sent_seen holds a baseline */
+#define SENT_CLOSED (1ULL << 63) /* accounted at close: nothing more to add */
+#define SENT_CAS_TRIES 4
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -277,6 +289,80 @@ static __always_inline __u32 sock_total_retrans(const struct sock *sk)
 	return BPF_CORE_READ((const struct tcp_sock *)sk, total_retrans);
 }
 
+static __always_inline __u32 sock_segs_out(const struct sock *sk)
+{
+	return BPF_CORE_READ((const struct tcp_sock *)sk, segs_out);
+}
+
+/* The flow key of a full socket: its addresses, cgroup, and what its record knows. */
+static __always_inline void key_for_sock(struct flow_key *key, struct sock *sk, const struct sock_state *st)
+{
+	key_from_common(key, &sk->__sk_common);
+	key->cgroup = sock_cgroup_id(sk);
+	if (!st)
+		return;
+	if (!key->lport)
+		key->lport = st->lport; /* at TCP_CLOSE inet_put_port() has zeroed it */
+	if (st->flags & SOCK_STATE_PASSIVE)
+		key->flags |= RM_FLOW_PASSIVE;
+}
+
+/* connect() picks the local port after SYN_SENT, and the close zeroes it: keep it when known. */
+static __always_inline void remember_port(struct sock_state *st, const struct sock *sk)
+{
+	__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
+
+	if (port)
+		st->lport = port;
+}
+
+/*
+ * Count segments sent from now on (plus `already` sent before, e.g. a
+ * SYN-ACK), unless the record has a baseline: the first to set it wins.
+ */
+static __always_inline void sent_baseline(struct sock_state *st, const struct sock *sk, __u32 already)
+{
+	if (!(st->sent_seen & SENT_VALID))
+		__sync_val_compare_and_swap(&st->sent_seen, 0, SENT_VALID | (__u32)(sock_segs_out(sk) - already));
+}
+
+/*
+ * Add the growth of segs_out since it was last accounted to the socket's
+ * sent flow. The iterator (no socket lock) and the close handler may race
+ * on one socket: whoever moves sent_seen with compare-and-swap accounts
+ * exactly the segments it moved it over, so nothing is counted twice; a
+ * loser re-reads and retries. `closing` marks the record so that an
+ * iterator still holding it accounts nothing after the socket is gone
+ * (or reused by tcp_disconnect(), which resets segs_out).
+ */
+static __always_inline void account_sent(struct sock *sk, struct sock_state *st, bool closing)
+{
+	struct flow_key key = {};
+	__u64 seen, next;
+	__u32 now;
+	__s32 delta;
+	int i;
+
+	for (i = 0; i < SENT_CAS_TRIES; i++) {
+		seen = *(volatile __u64 *)&st->sent_seen;
+		if (!(seen & SENT_VALID) || (seen & SENT_CLOSED))
+			return;
+		now = sock_segs_out(sk);
+		delta = (__s32)(now - (__u32)seen);
+		if (delta <= 0 && !closing)
+			return;
+		next = SENT_VALID | now | (closing ? SENT_CLOSED : 0);
+		if (__sync_val_compare_and_swap(&st->sent_seen, seen, next) != seen)
+			continue;
+		if (delta <= 0)
+			return;
+		key_for_sock(&key, sk, st);
+		key.kind = RM_KIND_SENT;
+		account(&key, 0, delta);
+		return;
+	}
+}
+
 /*
  * Segments the kernel counted for this socket since it was last accounted.
  * counted_now is what this event counted on its own, used only the first
@@ -308,17 +394,18 @@ static __always_inline void handle_retransmit(struct sock *sk, const struct sk_b
 	segments = counted_now;
 	if (use_sk_storage) {
 		st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (st)
+		if (st) {
+			remember_port(st, sk);
 			segments = retrans_delta(sk, st, counted_now);
+			/* First seen here (existed before we attached): this retransmit is sent too. */
+			sent_baseline(st, sk, counted_now);
+		}
 	}
 	if (!segments)
 		return;
-	key_from_common(&key, &sk->__sk_common);
+	key_for_sock(&key, sk, st);
 	key.state = state;
 	key.kind = kind;
-	key.cgroup = sock_cgroup_id(sk);
-	if (st && (st->flags & SOCK_STATE_PASSIVE))
-		key.flags |= RM_FLOW_PASSIVE;
 	emit_event(&key, segments, 0, st);
 	account(&key, 1, segments);
 }
@@ -438,6 +525,8 @@ int BPF_PROG(tp_btf_inet_sock_set_state, struct sock *sk, int oldstate, int news
 			return 0;
 		st->retrans_seen = sock_total_retrans(sk);
 		st->flags |= SOCK_STATE_BASELINE;
+		/* segs_out is 0 here (fresh, or reset by tcp_disconnect): the SYN is counted. */
+		st->sent_seen = SENT_VALID | sock_segs_out(sk);
 		remember_owner(st);
 		return 0;
 	}
@@ -448,14 +537,25 @@ int BPF_PROG(tp_btf_inet_sock_set_state, struct sock *sk, int oldstate, int news
 			st->retrans_seen = sock_total_retrans(sk);
 			st->flags |= SOCK_STATE_BASELINE;
 		}
+		/*
+		 * The listener sent this connection's SYN-ACK and total_retrans
+		 * retransmits of it; none is in any socket's segs_out. Count them.
+		 */
+		if (st)
+			sent_baseline(st, sk, 1 + sock_total_retrans(sk));
 		if (st) {
 			st->flags |= SOCK_STATE_PASSIVE;
+			remember_port(st, sk);
 			inherit_listener_owner(st, sk);
 		}
 		return 0;
 	}
-	if (newstate != TCP_CLOSE)
+	if (newstate != TCP_CLOSE) {
+		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+		if (st)
+			remember_port(st, sk);
 		return 0;
+	}
 
 	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 	if (!st)
@@ -463,18 +563,69 @@ int BPF_PROG(tp_btf_inet_sock_set_state, struct sock *sk, int oldstate, int news
 	if (st->flags & SOCK_STATE_BASELINE) {
 		delta = sock_total_retrans(sk) - st->retrans_seen;
 		if (delta) {
-			key_from_common(&key, &sk->__sk_common);
+			key_for_sock(&key, sk, st);
 			key.state = oldstate;
 			key.kind = RM_KIND_RETRANSMIT;
-			key.cgroup = sock_cgroup_id(sk);
-			if (st->flags & SOCK_STATE_PASSIVE)
-				key.flags |= RM_FLOW_PASSIVE;
 			emit_event(&key, delta, RM_EVENT_RECONCILED, st);
 			account(&key, 0, delta);
 		}
 	}
+	account_sent(sk, st, true);
 	/* tcp_disconnect() may reuse the socket; it starts over at SYN_SENT. */
 	bpf_sk_storage_delete(&sock_states, sk);
+	return 0;
+}
+
+/*
+ * At harvest time user space runs this over every open file of every
+ * process, in all network namespaces (no setns needed): for each TCP socket
+ * held by a process, the segments it sent since the last harvest land in
+ * the live flow table before user space swaps it out. A socket seen here for
+ * the first time (older than the agent, in any namespace) gets its record
+ * and a baseline. Sockets held by no process (orphans closing, kernel users)
+ * are accounted when they close. The socket is not locked here: see
+ * account_sent() for how this and the close handler share a record.
+ */
+SEC("iter/task_file")
+int iter_sent_segments(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct sock_state *st;
+	struct socket *sock;
+	struct sock *sk;
+	__u16 family;
+	int state;
+
+	if (!file || !task)
+		return 0;
+	sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	sk = sock->sk;
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	if (st) {
+		remember_port(st, sk);
+		account_sent(sk, st, false);
+		return 0;
+	}
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_CLOSE || state == TCP_LISTEN)
+		return 0; /* nothing to send yet: connect()/accept() will take the baseline */
+	st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return 0;
+	if (!st->owner_pid) {
+		st->owner_pid = BPF_CORE_READ(task, tgid);
+		bpf_core_read(st->owner_comm, sizeof(st->owner_comm), &task->comm);
+	}
+	remember_port(st, sk);
+	sent_baseline(st, sk, 0);
 	return 0;
 }
 

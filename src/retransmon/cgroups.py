@@ -42,15 +42,20 @@ def parse_cgroup2_mount(lines: list[str]) -> str | None:
 class CgroupResolver:
     """Maps cgroup ids to paths relative to the cgroup2 mount, e.g. ``/system.slice/nginx.service``.
 
-    The id of a cgroup v2 directory is its inode number. Unknown ids trigger a
-    re-scan of the hierarchy, at most once per ``rescan_interval`` seconds.
+    The id of a cgroup v2 directory is its inode number. An id not found makes
+    the hierarchy be scanned again: at once the first time it is seen (a new
+    container's group must not read ``unknown``), then at most once per
+    ``rescan_interval`` seconds (a group removed while its sockets live on).
     """
+
+    MAX_MISSED = 65536
 
     def __init__(self, mount: str | None = None, rescan_interval: float = 10.0) -> None:
         self.mount = mount if mount is not None else cgroup2_mount()
         self.rescan_interval = rescan_interval
         self._paths: dict[int, str] = {}
-        self._last_scan = -1e18
+        self._missed: dict[int, float] = {}  # id -> when it was first looked for in vain
+        self._last_scan = -1e18  # when the last scan started
         self._lock = threading.Lock()
 
     def _scan(self) -> None:
@@ -72,7 +77,14 @@ class CgroupResolver:
             return UNKNOWN
         with self._lock:
             found = self._paths.get(cgroup_id)
-            if found is None and time.monotonic() - self._last_scan >= self.rescan_interval:
-                self._scan()
-                found = self._paths.get(cgroup_id)
+            if found is None:
+                now = time.monotonic()
+                if len(self._missed) >= self.MAX_MISSED:
+                    self._missed.clear()
+                first_missed = self._missed.setdefault(cgroup_id, now)
+                if self._last_scan < first_missed or now - self._last_scan >= self.rescan_interval:
+                    self._scan()
+                    found = self._paths.get(cgroup_id)
+                    if found is not None:
+                        del self._missed[cgroup_id]
         return found if found is not None else UNKNOWN

@@ -99,6 +99,15 @@ def run_checks(hooks: str = "auto") -> list[Finding]:
             else "unavailable: cgroup label reads 'unknown'",
         )
     )
+    out.append(
+        Finding(
+            OK if features.iter_task_file else WARN,
+            "segments sent",
+            "iter/task_file: live sockets counted at every harvest, closed ones at close"
+            if features.iter_task_file
+            else "no task_file iterator: tcp_segments_sent_total grows only when sockets close",
+        )
+    )
     mount = cgroup2_mount()
     out.append(
         Finding(OK if mount else WARN, "cgroup v2", mount or "not mounted: cgroup label reads 'unknown'")

@@ -13,6 +13,7 @@ from typing import NoReturn
 
 from retransmon import __version__
 from retransmon.errors import RetransmonError, UsageError
+from retransmon.labels import LABEL_NAMES
 
 log = logging.getLogger("retransmon")
 
@@ -47,6 +48,27 @@ def _positive_float(text: str) -> float:
     return value
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float | None:
+    """Seconds, or a number with s/m/h/d; 0 or 'off' turns the feature off (None)."""
+    raw = text.strip().lower()
+    if raw == "off":
+        return None
+    scale = _DURATION_UNITS.get(raw[-1:], 0)
+    number = raw[:-1] if scale else raw
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration like 90s, 15m, 2h or off, got {text!r}"
+        ) from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive duration or off, got {text!r}")
+    return value or None
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (default: info)")
     p.add_argument(
@@ -71,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels",
         default="default",
         help="labels of the retransmit series: 'default', 'flow' (the original blog's set), "
-        "or a comma list of ip_version,src_ip,src_port,dst_ip,dst_port,service_port,state,kind,netns,cgroup",
+        f"or a comma list of {', '.join(LABEL_NAMES)}",
     )
     serve.add_argument(
         "--max-series",
@@ -79,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=10000,
         metavar="N",
         help="series per metric; more are folded into `other` series, totals unchanged (default 10000)",
+    )
+    serve.add_argument(
+        "--series-ttl",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="drop series that have not grown for this long, e.g. 1h; they restart from 0 "
+        "if they grow again (default: off)",
     )
     serve.add_argument(
         "--harvest-interval",
@@ -132,6 +162,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         harvest_interval=args.harvest_interval,
         flow_capacity=args.flow_capacity,
         hooks=args.hooks,
+        series_ttl=args.series_ttl,
     )
     serve(options, stop)
     return 0

@@ -1,8 +1,10 @@
 """Drain the kernel's flow tables into monotonic per-series accumulators.
 
-One harvest: point the programs at the spare table (the kernel returns only
-after an RCU grace period, so no program still writes to the old one), read
-and delete everything in the old table, feed it to the series tables. Runs
+One harvest: run the iterator that adds what live sockets sent since the
+last harvest to the live table, point the programs at the spare table (the
+kernel returns only after an RCU grace period, so no program still writes to
+the old one), read and delete everything in the old table, feed it to the
+series tables, drop series idle longer than --series-ttl. Runs
 on a timer and before every scrape; a lock makes concurrent callers take
 turns, and each sees a consistent snapshot.
 """
@@ -13,7 +15,7 @@ import errno
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from retransmon.bpf import libbpf
 from retransmon.bpf.program import PROGRAM_LABELS, RetransmonBPF
@@ -27,7 +29,7 @@ from retransmon.flows import (
     decode_flow,
     is_meta,
 )
-from retransmon.labels import Projector, sent_labels
+from retransmon.labels import Projector
 from retransmon.layout import Field, Layout
 from retransmon.listening import ListeningPorts
 from retransmon.series import Sample, SeriesTable
@@ -87,8 +89,6 @@ class Harvester:
     ) -> None:
         self._bpf = bpf
         self._projector = projector
-        # Segments sent carry no state or kind.
-        self._sent_projector = replace(projector, labels=sent_labels(projector.labels))
         self.retransmits = retransmits
         self.sent = sent
         self._listening = listening
@@ -102,6 +102,8 @@ class Harvester:
             tables = self._bpf.tables
             if tables is None:
                 return  # detached: nothing more will come
+            # Into the live table, before the swap: counted in this harvest, exactly once.
+            self._bpf.collect_sent()
             old = tables.live
             spare = 1 - old
             # Swapping an array-of-maps entry waits for an RCU grace period.
@@ -117,10 +119,10 @@ class Harvester:
                 flows += 1
                 flow = decode_flow(raw_key)
                 events, segments = decode_counts(raw_value)
-                if flow.kind == "sent":
-                    self.sent.add(self._sent_projector.project(flow), events, segments)
-                else:
-                    self.retransmits.add(self._projector.project(flow), events, segments)
+                table = self.sent if flow.kind == "sent" else self.retransmits
+                table.add(self._projector.project(flow), events, segments)
+            self.retransmits.expire()
+            self.sent.expire()
             self._state.last_entries = flows
             self._state.losses = self._read_losses()
             self._listening.update(self._read_listeners())

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from retransmon.containers import parse_cgroup_path
 from retransmon.errors import UsageError
-from retransmon.flows import Flow
+from retransmon.flows import KIND_NAMES, KIND_SENT, Flow
 
 OTHER = "other"
 
@@ -22,6 +23,8 @@ LABEL_NAMES: tuple[str, ...] = (
     "kind",
     "netns",
     "cgroup",
+    "container_id",
+    "pod_uid",
 )
 
 DEFAULT_LABELS: tuple[str, ...] = ("ip_version", "src_ip", "dst_ip", "service_port", "state", "kind")
@@ -62,13 +65,20 @@ IsListening = Callable[[int, int], bool]  # (netns inode, port) -> listening?
 CgroupPath = Callable[[int], str]  # cgroup id -> path
 
 
+SENT = KIND_NAMES[KIND_SENT]
+
+
 @dataclass(frozen=True)
 class Projector:
-    """Maps a flow onto the values of the chosen labels."""
+    """Maps a flow onto the values of the chosen labels (fewer for segments sent: sent_labels)."""
 
     labels: tuple[str, ...]
     is_listening: IsListening
     cgroup_path: CgroupPath
+    sent: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sent", sent_labels(self.labels))
 
     def service_port(self, flow: Flow) -> str:
         """The server side's port: local if this host listens on it (or accepted the flow), else remote."""
@@ -99,10 +109,16 @@ class Projector:
             return str(flow.netns)
         if name == "cgroup":
             return self.cgroup_path(flow.cgroup)
+        if name == "container_id":
+            return parse_cgroup_path(self.cgroup_path(flow.cgroup)).container_id
+        if name == "pod_uid":
+            return parse_cgroup_path(self.cgroup_path(flow.cgroup)).pod_uid
         raise KeyError(name)
 
     def project(self, flow: Flow) -> tuple[str, ...]:
-        return tuple(self.value(name, flow) for name in self.labels)
+        """Label values in the order of `labels`, or of `sent` for a flow of segments sent."""
+        names = self.sent if flow.kind == SENT else self.labels
+        return tuple(self.value(name, flow) for name in names)
 
 
 def fold(labels: tuple[str, ...], values: tuple[str, ...]) -> tuple[str, ...]:

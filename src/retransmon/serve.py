@@ -28,6 +28,7 @@ class ServeOptions:
     harvest_interval: float = 5.0
     flow_capacity: int = 16384
     hooks: str = "auto"
+    series_ttl: float | None = None  # seconds a series may stay idle before it is dropped
 
 
 @dataclass
@@ -54,8 +55,8 @@ def build_agent(options: ServeOptions) -> Agent:
         harvester = Harvester(
             bpf,
             projector,
-            retransmits=SeriesTable(labels, options.max_series),
-            sent=SeriesTable(sent_labels(labels), options.max_series),
+            retransmits=SeriesTable(labels, options.max_series, options.series_ttl),
+            sent=SeriesTable(sent_labels(labels), options.max_series, options.series_ttl),
             listening=listening,
         )
         registry = CollectorRegistry()

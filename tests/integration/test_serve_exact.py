@@ -191,7 +191,12 @@ def test_metrics_pass_promtool(agent: AgentProcess) -> None:
 def test_health_metrics(agent: AgentProcess) -> None:
     samples = agent.scrape()
     attached = {s.labels["program"]: s.value for s in samples if s.name == "retransmon_bpf_program_attached"}
-    assert attached == {"tcp_retransmit_skb": 1, "tcp_retransmit_synack": 1, "inet_sock_set_state": 1}
+    assert attached == {
+        "tcp_retransmit_skb": 1,
+        "tcp_retransmit_synack": 1,
+        "inet_sock_set_state": 1,
+        "sent_segments_iter": 1,
+    }
     build = [s for s in samples if s.name == "retransmon_build_info"]
     assert len(build) == 1 and build[0].labels["counting"] == "exact" and build[0].labels["hooks"] == "tp_btf"
     names = {s.name for s in samples}

@@ -326,6 +326,9 @@ class _FakeBPF:
     def map_fd(self, name: str) -> int:
         return {"losses": 6, "listeners": 7}[name]
 
+    def collect_sent(self) -> None:
+        """The real one runs the segments-sent iterator into the live table."""
+
 
 def _fake_libbpf(batches: list[list[tuple[bytes, bytes]]], listeners: list[bytes]) -> types.SimpleNamespace:
     def drain(_fd: int, _ks: int, _vs: int, _max: int) -> list[tuple[bytes, bytes]]:

@@ -237,7 +237,21 @@ def test_service_port_coarse_does_not_consult_listening() -> None:
 
 
 def test_fold_replaces_exactly_the_endpoint_labels() -> None:
-    values = ("4", "10.0.0.1", "43210", "10.0.0.2", "443", "443", "established", "retransmit", "123", "/a")
+    values = (
+        "4",
+        "10.0.0.1",
+        "43210",
+        "10.0.0.2",
+        "443",
+        "443",
+        "established",
+        "retransmit",
+        "123",
+        "/a",
+        "c0ffee",
+        "pod-uid",
+    )
+    assert LABEL_NAMES[-2:] == ("container_id", "pod_uid")
     assert fold(LABEL_NAMES, values) == (
         "4",
         OTHER,
@@ -249,6 +263,8 @@ def test_fold_replaces_exactly_the_endpoint_labels() -> None:
         "retransmit",
         "123",
         "/a",
+        "c0ffee",
+        "pod-uid",
     )
 
 

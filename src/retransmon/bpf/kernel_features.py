@@ -19,6 +19,7 @@ class KernelFeatures:
     tp_btf_sock_set_state: bool
     retransmit_has_err: bool  # tcp_retransmit_skb(sk, skb, err), Linux 6.x
     sk_cgroup_pointer: bool  # sock_cgroup_data.cgroup (5.15+)
+    iter_task_file: bool = False  # iter/task_file (5.8+): live sockets' sent segments at harvest
 
     @property
     def tp_btf(self) -> bool:
@@ -58,4 +59,5 @@ def probe() -> KernelFeatures:
             tp_btf_sock_set_state=_tracepoint_nargs(btf, "inet_sock_set_state") is not None,
             retransmit_has_err=(retrans or 0) >= 3,
             sk_cgroup_pointer=_has_member(btf, "sock_cgroup_data", "cgroup"),
+            iter_task_file=btf.find("bpf_iter__task_file", libbpf.BTF_KIND_STRUCT) is not None,
         )

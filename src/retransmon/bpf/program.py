@@ -6,7 +6,10 @@
 2. ``tp_btf`` counting per event (kernels without socket storage for tracing),
 3. classic ``tracepoint/tcp/...`` counting per event (kernels refusing tp_btf).
 
-Only 1 counts exactly under failed attempts and skipped runs. Closing
+Only 1 counts exactly under failed attempts and skipped runs, and only 1
+counts segments sent (the retransmission rate's denominator): at close, and
+for live sockets with an iterator over every process's open files that user
+space runs before each harvest (:meth:`RetransmonBPF.collect_sent`). Closing
 always destroys every link and the object, so the kernel keeps nothing: no
 program, map or link is pinned.
 """
@@ -34,6 +37,7 @@ HOOK_MODES = ("auto", "tp_btf", "tracepoint")
 
 TP_BTF_PROGRAMS = ("tp_btf_tcp_retransmit_skb", "tp_btf_tcp_retransmit_synack", "tp_btf_inet_sock_set_state")
 TRACEPOINT_PROGRAMS = ("tracepoint_tcp_retransmit_skb", "tracepoint_tcp_retransmit_synack")
+SENT_ITERATOR = "iter_sent_segments"  # run at every harvest over every process's open sockets
 
 # Short names for the retransmon_bpf_program_attached{program} label.
 PROGRAM_LABELS = {
@@ -42,6 +46,7 @@ PROGRAM_LABELS = {
     "tp_btf_inet_sock_set_state": "inet_sock_set_state",
     "tracepoint_tcp_retransmit_skb": "tcp_retransmit_skb",
     "tracepoint_tcp_retransmit_synack": "tcp_retransmit_synack",
+    SENT_ITERATOR: "sent_segments_iter",
 }
 
 
@@ -53,6 +58,7 @@ class HookPlan:
     programs: tuple[str, ...]
     sk_storage: bool
     exact: bool
+    iterators: tuple[str, ...] = ()  # SENT_ITERATOR, attached with attach_iter
 
 
 def plans_for(mode: str, features: KernelFeatures) -> list[HookPlan]:
@@ -64,7 +70,11 @@ def plans_for(mode: str, features: KernelFeatures) -> list[HookPlan]:
             p for p in TP_BTF_PROGRAMS if p != "tp_btf_inet_sock_set_state" or features.tp_btf_sock_set_state
         )
         exact = features.tp_btf_sock_set_state
-        plans.append(HookPlan("tp_btf", base, True, exact))
+        iterators = (SENT_ITERATOR,) if features.iter_task_file and features.tp_btf_sock_set_state else ()
+        plans.append(HookPlan("tp_btf", base, True, exact, iterators))
+        if iterators:
+            # Should the kernel refuse the iterators: sent segments are then counted at close only.
+            plans.append(HookPlan("tp_btf-no-iterators", base, True, exact))
         plans.append(HookPlan("tp_btf-per-event", base, False, False))
     if mode in ("auto", "tracepoint"):
         plans.append(HookPlan("tracepoint", TRACEPOINT_PROGRAMS, False, False))
@@ -191,7 +201,7 @@ class RetransmonBPF:
         assert self.features is not None
         obj = libbpf.Object(path)
         self._obj = obj
-        wanted = set(plan.programs)
+        wanted = {*plan.programs, *plan.iterators}
         for prog in obj.programs():
             prog.set_autoload(prog.name in wanted)
         with_storage = plan.sk_storage
@@ -232,6 +242,14 @@ class RetransmonBPF:
             prog = self._obj.program(name)
             link = prog.attach()
             self.programs.append(AttachedProgram(name, PROGRAM_LABELS[name], prog.fd, link))
+        for name in plan.iterators:
+            prog = self._obj.program(name)
+            link = prog.attach_iter()
+            self.programs.append(AttachedProgram(name, PROGRAM_LABELS[name], prog.fd, link))
+        if SENT_ITERATOR in plan.iterators:
+            # After the hooks, so sockets born from now on take their baselines at birth:
+            # the first run gives every older socket (any namespace) a baseline.
+            self.collect_sent()
 
     def close(self) -> None:
         """Detach everything and free the object. Safe to call twice."""
@@ -246,6 +264,14 @@ class RetransmonBPF:
             self._obj = None
 
     # -- access for harvest, trace and health ----------------------------------
+
+    def collect_sent(self) -> bool:
+        """Account live sockets' sent segments into the live flow table; False without the iterator."""
+        for p in self.programs:
+            if p.name == SENT_ITERATOR and p.link is not None:
+                p.link.run_iterator()
+                return True
+        return False
 
     def map_fd(self, name: str) -> int:
         if self._obj is None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from retransmon.testbed.agent import AgentProcess, free_port, parse_metrics, total
+    from retransmon.testbed.cgroup import TestCgroup
     from retransmon.testbed.errors import CommandError, ImpairmentUnavailable, TestbedError
     from retransmon.testbed.loss import TCP_FLAG_FILTERS, Impairment, build_ruleset, netem_available
     from retransmon.testbed.netns import NetNamespace, list_netns, parse_snmp, tcp_counters, tcp_ext_counters
@@ -25,6 +26,7 @@ _EXPORTS = {
     "free_port": "agent",
     "parse_metrics": "agent",
     "total": "agent",
+    "TestCgroup": "cgroup",
     "CommandError": "errors",
     "ImpairmentUnavailable": "errors",
     "TestbedError": "errors",
@@ -54,6 +56,7 @@ __all__ = [
     "Link",
     "NetNamespace",
     "TestBed",
+    "TestCgroup",
     "TestbedError",
     "VethPair",
     "build_ruleset",
