@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from retransmon import capabilities
 from retransmon.bpf import libbpf
 from retransmon.bpf.kernel_features import VMLINUX_BTF, KernelFeatures, probe
 from retransmon.bpf.program import PRIVILEGE_FIX, ProgramOptions, RetransmonBPF
@@ -36,6 +37,45 @@ def effective_capabilities(status_path: str = "/proc/self/status") -> set[str]:
     return set()
 
 
+def _read_sysctl(name: str) -> str | None:
+    try:
+        with open("/proc/sys/" + name.replace(".", "/")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def privilege_findings(caps: capabilities.CapSets, uid: int) -> list[Finding]:
+    """The capabilities held, and for each useful one missing, what it costs."""
+    held = caps.effective_names()
+    useful = [*capabilities.REQUIRED, *(c for c in capabilities.COSTS if c not in capabilities.REQUIRED)]
+    shown = ", ".join(c for c in useful if c in held) or "none of " + ", ".join(useful)
+    extra = len(held - set(useful))
+    if extra:
+        shown += f" (+{extra} more, not needed: serve drops them once attached)"
+    out = []
+    if capabilities.has_bpf_privileges(caps):
+        out.append(Finding(OK, "privileges", f"uid {uid}, capabilities: {shown}"))
+    else:
+        out.append(
+            Finding(FAIL, "privileges", f"uid {uid}, capabilities: {shown}: BPF needs more", PRIVILEGE_FIX)
+        )
+    covered_by_admin = "CAP_SYS_ADMIN" in held
+    for cap, cost in capabilities.COSTS.items():
+        if cap in held or (covered_by_admin and cap in capabilities.REQUIRED):
+            continue
+        status = FAIL if cap in capabilities.REQUIRED else WARN
+        out.append(Finding(status, f"without {cap}", cost))
+    for name, meaning in (
+        ("kernel.unprivileged_bpf_disabled", "BPF without CAP_BPF is refused; retransmon holds CAP_BPF"),
+        ("kernel.perf_event_paranoid", "not used: tracing programs attach with CAP_PERFMON"),
+    ):
+        value = _read_sysctl(name)
+        if value is not None:
+            out.append(Finding(OK, name, f"{value} ({meaning})"))
+    return out
+
+
 def _tracefs_mounted() -> bool:
     return any(
         os.path.isdir(p) for p in ("/sys/kernel/tracing/events/tcp", "/sys/kernel/debug/tracing/events/tcp")
@@ -44,16 +84,7 @@ def _tracefs_mounted() -> bool:
 
 def run_checks(hooks: str = "auto") -> list[Finding]:
     out = [Finding(OK, "kernel", os.uname().release), Finding(OK, "libbpf", libbpf.version())]
-    caps = effective_capabilities()
-    if os.geteuid() == 0 or {"CAP_BPF", "CAP_PERFMON"} <= caps or "CAP_SYS_ADMIN" in caps:
-        out.append(
-            Finding(
-                OK, "privileges", f"uid {os.geteuid()}, capabilities: {', '.join(sorted(caps)) or 'none'}"
-            )
-        )
-    else:
-        out.append(Finding(FAIL, "privileges", "neither root nor CAP_BPF+CAP_PERFMON", PRIVILEGE_FIX))
-
+    out.extend(privilege_findings(capabilities.current(), os.geteuid()))
     if not os.path.exists(VMLINUX_BTF):
         out.append(
             Finding(

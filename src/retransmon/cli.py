@@ -124,6 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="distinct flows the kernel table holds per harvest before folding (default 16384)",
     )
+    serve.add_argument(
+        "--drop-capabilities",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give up every capability once the BPF programs are attached (default: on)",
+    )
+    serve.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        metavar="FILE",
+        help="TLS, basic auth and response headers, in Prometheus exporter-toolkit's web config "
+        "format (see docs/deployment.md)",
+    )
     _add_common(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -163,6 +177,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flow_capacity=args.flow_capacity,
         hooks=args.hooks,
         series_ttl=args.series_ttl,
+        drop_capabilities=args.drop_capabilities,
+        web_config_file=args.web_config_file,
     )
     serve(options, stop)
     return 0

@@ -35,11 +35,15 @@ def scan_proc(proc: str = "/proc") -> dict[int, set[int]]:
         pids = [p for p in os.listdir(proc) if p.isdigit()]
     except OSError:
         return found
+    denied = 0
     for pid in pids:
         try:
             ino = os.stat(f"{proc}/{pid}/ns/net").st_ino
+        except PermissionError:
+            denied += 1  # not ours to look at: another user's, or holding more capabilities
+            continue
         except OSError:
-            continue  # gone, or not ours to look at
+            continue  # gone
         if ino in found:
             continue
         ports: set[int] = set()
@@ -50,6 +54,14 @@ def scan_proc(proc: str = "/proc") -> dict[int, set[int]]:
             except OSError:
                 continue
         found[ino] = ports
+    if denied:
+        log.warning(
+            "could not see the network namespace of %d of %d processes (permission denied; "
+            "CAP_SYS_PTRACE would allow it): listening ports opened before the agent started in "
+            "namespaces only they use are unknown, and service_port may read the remote port there",
+            denied,
+            len(pids),
+        )
     return found
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
+from retransmon import capabilities
 from retransmon.bpf.program import ProgramOptions, RetransmonBPF
 from retransmon.cgroups import CgroupResolver
 from retransmon.collector import RetransmonCollector
@@ -29,6 +30,8 @@ class ServeOptions:
     flow_capacity: int = 16384
     hooks: str = "auto"
     series_ttl: float | None = None  # seconds a series may stay idle before it is dropped
+    drop_capabilities: bool = True  # give up every capability once the programs are attached
+    web_config_file: str | None = None  # exporter-toolkit web config: TLS, basic auth, headers
 
 
 @dataclass
@@ -69,6 +72,16 @@ def build_agent(options: ServeOptions) -> Agent:
     return Agent(bpf, harvester, registry)
 
 
+def drop_capabilities(agent: Agent) -> None:
+    result = capabilities.drop_after_attach(agent.bpf.maps_accessible)
+    dropped = sorted(capabilities.names(result.before.permitted) - result.kept)
+    log.info(
+        "dropped capabilities %s; keeping %s",
+        ", ".join(dropped) or "(none held)",
+        ", ".join(sorted(result.kept)) or "none",
+    )
+
+
 def serve(options: ServeOptions, stop: threading.Event) -> None:
     """Serve until *stop* is set; always detaches before returning."""
     host, port = parse_listen(options.listen)
@@ -81,6 +94,8 @@ def serve(options: ServeOptions, stop: threading.Event) -> None:
         server.server_close()
         raise
     try:
+        if options.drop_capabilities:
+            drop_capabilities(agent)  # before any thread starts: capabilities are per thread
         server.registry = agent.registry
         timer = HarvestTimer(agent.harvester, options.harvest_interval)
         timer.start()

@@ -273,6 +273,15 @@ class RetransmonBPF:
                 return True
         return False
 
+    def maps_accessible(self) -> bool:
+        """Whether this process can still read the flow tables (a probe after dropping capabilities)."""
+        if self.tables is None:
+            return False
+        try:
+            return libbpf.map_lookup(self.tables.table_fds[0], META_KEY, len(ZERO_COUNTS)) is not None
+        except libbpf.LibbpfError:
+            return False
+
     def map_fd(self, name: str) -> int:
         if self._obj is None:
             raise ValueError("BPF object is not loaded")
@@ -321,7 +330,14 @@ def _has_caps() -> bool:
 
 
 def _explain(exc: libbpf.LibbpfError) -> str:
-    """The most telling line of libbpf's log for a failure, else the error itself."""
+    """The most telling line of libbpf's log for a failure, else the error itself.
+
+    A verifier rejection names the program and the verifier's own last word
+    (the line before its statistics), e.g. ``R2 type=untrusted_ptr_ expected=...``.
+    """
+    verifier = verifier_message(exc.log_tail)
+    if verifier:
+        return verifier
     for line in reversed(exc.log_tail):
         text = line.strip()
         if text and not text.startswith(("-- END", "processed ", "verification time", "stack depth")):
@@ -329,3 +345,29 @@ def _explain(exc: libbpf.LibbpfError) -> str:
                 continue
             return f"{exc.what}: {text}"
     return str(exc.strerror)
+
+
+_VERIFIER_STATS = ("processed ", "verification time", "stack depth", "-- END", "mark_read")
+
+
+def verifier_message(log_tail: list[str]) -> str | None:
+    """'the verifier refused PROG: REASON' from libbpf's log, if the log holds a verifier log."""
+    end = None
+    for i in range(len(log_tail) - 1, -1, -1):
+        if "-- END PROG LOAD LOG --" in log_tail[i]:
+            end = i
+            break
+    if end is None:
+        return None
+    prog = "a program"
+    for line in log_tail[end:]:
+        if "prog '" in line and "failed to load" in line:
+            prog = line.split("prog '", 1)[1].split("'", 1)[0]
+            break
+    for line in reversed(log_tail[:end]):
+        text = line.strip()
+        if "-- BEGIN PROG LOAD LOG --" in text:
+            break
+        if text and not text.startswith(_VERIFIER_STATS):
+            return f"the verifier refused {prog}: {text}"
+    return None
