@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -59,12 +61,27 @@ def total(samples: Iterable[Sample], name: str, **labels: str) -> float:
 
 
 class AgentProcess:
-    """`retransmon serve` on a loopback port; stop() sends SIGTERM and waits."""
+    """`retransmon serve` on a loopback port; stop() sends SIGTERM and waits.
 
-    def __init__(self, *args: str, port: int | None = None, ready_timeout: float = 20.0) -> None:
+    *prefix* runs the agent under another command (e.g. setpriv with fewer capabilities);
+    *tls* (a client SSL context) and *auth* ((user, password)) are used for every request
+    when the agent serves HTTPS or asks for basic auth.
+    """
+
+    def __init__(
+        self,
+        *args: str,
+        port: int | None = None,
+        ready_timeout: float = 20.0,
+        prefix: Sequence[str] = (),
+        tls: ssl.SSLContext | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        argv = [*retransmon_command(), "serve", "--listen", f"127.0.0.1:{self.port}", *args]
+        self.tls = tls
+        self.auth = auth
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        argv = [*prefix, *retransmon_command(), "serve", "--listen", f"127.0.0.1:{self.port}", *args]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.stdout = ""
         self.stderr = ""
@@ -76,7 +93,7 @@ class AgentProcess:
                     f"retransmon serve exited with {self.proc.returncode}: {self.stderr.strip()}"
                 )
             with contextlib.suppress(OSError):
-                urllib.request.urlopen(self.url + "/", timeout=1).close()
+                self.get("/", timeout=1)  # any HTTP answer (401 too) means it is serving
                 return
             time.sleep(0.1)
         self.stop()
@@ -86,11 +103,17 @@ class AgentProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def get(self, path: str = "/metrics", headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+    def get(
+        self, path: str = "/metrics", headers: dict[str, str] | None = None, timeout: float = 30
+    ) -> tuple[int, str, str]:
         """(status, content type, body) of a GET."""
-        req = urllib.request.Request(self.url + path, headers=headers or {})
+        all_headers = dict(headers or {})
+        if self.auth and "Authorization" not in all_headers:
+            token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+            all_headers["Authorization"] = f"Basic {token}"
+        req = urllib.request.Request(self.url + path, headers=all_headers)
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.tls) as resp:
                 return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode()
