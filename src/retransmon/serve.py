@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
-from retransmon import capabilities
+from retransmon import capabilities, webconfig
 from retransmon.bpf.program import ProgramOptions, RetransmonBPF
 from retransmon.cgroups import CgroupResolver
 from retransmon.collector import RetransmonCollector
@@ -75,9 +75,12 @@ def build_agent(options: ServeOptions) -> Agent:
 def drop_capabilities(agent: Agent) -> None:
     result = capabilities.drop_after_attach(agent.bpf.maps_accessible)
     dropped = sorted(capabilities.names(result.before.permitted) - result.kept)
+    shown = [c for c in dropped if c in capabilities.COSTS]
+    others = len(dropped) - len(shown)
     log.info(
-        "dropped capabilities %s; keeping %s",
-        ", ".join(dropped) or "(none held)",
+        "dropped capabilities: %s%s; kept: %s",
+        ", ".join(shown) or ("none held" if not dropped else ""),
+        f"{', ' if shown else ''}{others} others" if others else "",
         ", ".join(sorted(result.kept)) or "none",
     )
 
@@ -86,8 +89,9 @@ def serve(options: ServeOptions, stop: threading.Event) -> None:
     """Serve until *stop* is set; always detaches before returning."""
     host, port = parse_listen(options.listen)
     parse_labels(options.labels)  # bad input fails before anything is loaded
+    web = webconfig.load(options.web_config_file) if options.web_config_file else None
     registry_holder = CollectorRegistry()
-    server = MetricsServer(host, port, registry_holder)  # a busy port fails before BPF is loaded
+    server = MetricsServer(host, port, registry_holder, web=web)  # a busy port fails before BPF is loaded
     try:
         agent = build_agent(options)
     except BaseException:
@@ -100,7 +104,13 @@ def serve(options: ServeOptions, stop: threading.Event) -> None:
         timer = HarvestTimer(agent.harvester, options.harvest_interval)
         timer.start()
         thread = server.serve_in_thread()
-        log.info("serving metrics on %s:%d/metrics", host or "*", server.port)
+        log.info(
+            "serving metrics on %s://%s:%d/metrics%s",
+            server.scheme,
+            host or "*",
+            server.port,
+            " (basic auth)" if server.auth else "",
+        )
         while not stop.wait(1.0):
             pass
         server.shutdown()

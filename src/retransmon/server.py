@@ -1,18 +1,27 @@
-"""HTTP server for /metrics and a landing page.
+"""HTTP(S) server for /metrics and a landing page.
 
-One thread per connection (scrapes never wait for each other), a bound on
-concurrent connections, and a socket timeout so a client that never finishes
-its request only holds its own thread, and only for ``request_timeout``.
+One thread per connection (scrapes never wait for each other) and a bound on
+concurrent connections. A client gets ``request_timeout`` seconds to finish
+its TLS handshake and each request's head (an idle keep-alive connection the
+same): a watchdog shuts down connections past their deadline, so a client
+that trickles one byte at a time holds its thread no longer than one that
+sends nothing. Request heads are limited to ``MAX_HEAD_BYTES`` (431/414).
+TLS, basic auth and extra response headers come from a :class:`WebConfig`.
 """
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import gzip
 import html
+import http.client
+import io
 import logging
 import socket
+import ssl
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,12 +30,100 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from retransmon import __version__
+from retransmon.auth import BasicAuth
 from retransmon.errors import EnvironmentProblem, UsageError
+from retransmon.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2112
 MAX_CONNECTIONS = 128
+MAX_HEAD_BYTES = 16384  # request line and headers; a Prometheus scrape sends well under 1 KiB
+TLS_RECORD_HANDSHAKE = 0x16  # the first byte a TLS client sends
+PLAIN_HTTP_ON_TLS = (
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+    b"Client sent an HTTP request to an HTTPS server.\n"
+)
+
+
+class HeadTooLarge(http.client.HTTPException):
+    """The request line and headers exceed MAX_HEAD_BYTES."""
+
+
+class HeadBudget(io.BufferedIOBase):
+    """The handler's rfile: at most *limit* bytes of request head (reset for every request)."""
+
+    def __init__(self, raw: io.BufferedIOBase, limit: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self.limit = limit
+        self.remaining = limit
+
+    def reset(self) -> None:
+        self.remaining = self.limit
+
+    def readline(self, size: int | None = -1) -> bytes:
+        want = self.remaining + 1 if size is None or size < 0 else min(size, self.remaining + 1)
+        line = self._raw.readline(want)
+        self.remaining -= len(line)
+        if self.remaining < 0:
+            raise HeadTooLarge(f"request head larger than {self.limit} bytes")
+        return line
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._raw.read(size)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class Watchdog:
+    """Shuts down connections whose deadline has passed, which ends any read blocked on them."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval = interval
+        self._deadlines: dict[int, tuple[socket.socket, float]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, sock: socket.socket, seconds: float) -> None:
+        with self._lock:
+            self._deadlines[id(sock)] = (sock, time.monotonic() + seconds)
+
+    def disarm(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._deadlines.pop(id(sock), None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._deadlines)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="http-watchdog", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            now = time.monotonic()
+            with self._lock:
+                overdue = [sock for sock, deadline in self._deadlines.values() if deadline <= now]
+                for sock in overdue:
+                    self._deadlines.pop(id(sock), None)
+            for sock in overdue:
+                # The plain socket's shutdown, also under an SSLSocket: wakes the blocked reader.
+                with contextlib.suppress(OSError, ValueError):
+                    _socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -79,8 +176,49 @@ class MetricsHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        # A client that stalls mid-request holds only its own thread, and not for long.
+        # A stalled write (a client that stops reading) ends after this; reads have the watchdog too.
         self.connection.settimeout(self.server.request_timeout)
+        self.rfile = HeadBudget(self.rfile, MAX_HEAD_BYTES)
+
+    def handle_one_request(self) -> None:
+        # The next request's head (or an idle keep-alive connection) gets request_timeout.
+        self.server.watchdog.arm(self.connection, self.server.request_timeout)
+        assert isinstance(self.rfile, HeadBudget)
+        self.rfile.reset()
+        try:
+            super().handle_one_request()
+        except HeadTooLarge:
+            # Too long a request line (no headers parsed yet): 414. Headers themselves: 431 via parse_request.
+            self.requestline = ""
+            self.request_version = ""
+            self.command = ""
+            self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+            self.close_connection = True
+        finally:
+            self.server.watchdog.disarm(self.connection)
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        if ok:
+            self.server.watchdog.disarm(self.connection)  # the head is in; the response has its own timeout
+        return ok
+
+    def end_headers(self) -> None:
+        for name, value in self.server.web.headers.items():
+            self.send_header(name, value)
+        super().end_headers()
+
+    def _authorized(self) -> bool:
+        auth = self.server.auth
+        if auth is None or auth.check_header(self.headers.get("Authorization")):
+            return True
+        self._send(
+            HTTPStatus.UNAUTHORIZED,
+            b"unauthorized\n",
+            "text/plain; charset=utf-8",
+            {"WWW-Authenticate": 'Basic realm="retransmon", charset="UTF-8"'},
+        )
+        return False
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -98,6 +236,8 @@ class MetricsHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def do_GET(self) -> None:
+        if not self._authorized():
+            return
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             self._metrics()
@@ -110,6 +250,9 @@ class MetricsHandler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def _not_allowed(self) -> None:
+        if not self._authorized():
+            self.close_connection = True
+            return
         # The request body (if any) is not read, so the connection cannot carry another request.
         self.close_connection = True
         self._send(
@@ -146,11 +289,16 @@ class MetricsServer(ThreadingHTTPServer):
         host: str,
         port: int,
         registry: CollectorRegistry,
+        *,
         request_timeout: float = 10.0,
         max_connections: int = MAX_CONNECTIONS,
+        web: WebConfig | None = None,
     ) -> None:
         self.registry = registry
         self.request_timeout = request_timeout
+        self.web = web or WebConfig()
+        self.auth = BasicAuth(self.web.users) if self.web.users else None
+        self.watchdog = Watchdog()
         self._slots = threading.BoundedSemaphore(max_connections)
         self.address_family = _family_for(host)
         bind_host = host or ("::" if self.address_family == socket.AF_INET6 else "0.0.0.0")
@@ -181,6 +329,10 @@ class MetricsServer(ThreadingHTTPServer):
     def port(self) -> int:
         return int(self.server_address[1])
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.web.context is not None else "http"
+
     def process_request(self, request: Any, client_address: Any) -> None:
         # Refuse rather than queue without bound when too many connections are open.
         if not self._slots.acquire(blocking=False):
@@ -190,7 +342,11 @@ class MetricsServer(ThreadingHTTPServer):
                 )
             self.shutdown_request(request)
             return
-        super().process_request(request, client_address)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # the thread never started
+            raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -198,10 +354,59 @@ class MetricsServer(ThreadingHTTPServer):
         finally:
             self._slots.release()
 
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """In the connection's own thread: the TLS handshake (if any), then the requests."""
+        conn: socket.socket = request
+        context = self.web.context
+        if context is not None:
+            tls = self._tls_accept(request, context)
+            if tls is None:
+                return
+            conn = tls
+        try:
+            MetricsHandler(conn, client_address, self)
+        finally:
+            self.watchdog.disarm(conn)
+            if conn is not request:
+                with contextlib.suppress(OSError):
+                    conn.close()
+
+    def _tls_accept(self, request: socket.socket, context: ssl.SSLContext) -> ssl.SSLSocket | None:
+        request.settimeout(self.request_timeout)
+        self.watchdog.arm(request, self.request_timeout)
+        try:
+            first = request.recv(1, socket.MSG_PEEK)
+            if not first:
+                return None
+            if first[0] != TLS_RECORD_HANDSHAKE:
+                # Plain HTTP on the TLS port: say so, as Go's servers do, instead of a bare reset.
+                with contextlib.suppress(OSError):
+                    request.sendall(PLAIN_HTTP_ON_TLS)
+                return None
+            self.watchdog.disarm(request)  # the SSLSocket takes over the file descriptor
+            tls = context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+            self.watchdog.arm(tls, self.request_timeout)
+            tls.do_handshake()
+            return tls
+        except (OSError, ValueError) as exc:
+            log.debug("TLS handshake with %s failed: %s", request, exc)
+            return None
+        finally:
+            self.watchdog.disarm(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Resets, timeouts, clients vanishing: a debug line, never a traceback on stderr.
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
     def serve_in_thread(self) -> threading.Thread:
+        self.watchdog.start()
         thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
         thread.start()
         return thread
+
+    def server_close(self) -> None:
+        self.watchdog.stop()
+        super().server_close()
 
 
 def _family_for(host: str) -> socket.AddressFamily:
