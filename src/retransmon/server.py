@@ -168,6 +168,8 @@ def accepts_gzip(accept_encoding: str) -> bool:
 class MetricsHandler(BaseHTTPRequestHandler):
     server: MetricsServer
     protocol_version = "HTTP/1.1"
+    # Errors in a request line too broken to carry a version still get a status line (not HTTP/0.9).
+    default_request_version = "HTTP/1.0"
     server_version = f"retransmon/{__version__}"
     sys_version = ""
 
@@ -199,6 +201,11 @@ class MetricsHandler(BaseHTTPRequestHandler):
 
     def parse_request(self) -> bool:
         ok = super().parse_request()
+        if ok and self.request_version not in ("HTTP/1.0", "HTTP/1.1"):
+            # HTTP/0.9 has no status line or headers: refuse it with a 1.0 answer a client can read.
+            self.request_version = "HTTP/1.0"
+            self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED)
+            return False
         if ok:
             self.server.watchdog.disarm(self.connection)  # the head is in; the response has its own timeout
         return ok
