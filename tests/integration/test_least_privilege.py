@@ -1,0 +1,167 @@
+"""`serve` and `check` holding only CAP_BPF and CAP_PERFMON, and serve giving those up once attached."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+from retransmon import capabilities
+from retransmon.capabilities import CAP_BPF, CAP_PERFMON, parse_status
+from retransmon.testbed import AgentProcess, NetNamespace, TestBed, tcp_counters, total
+from retransmon.testbed.agent import free_port, retransmon_command
+
+from .conftest import bpf_link_ids
+
+SEGMENTS = "tcp_retransmitted_segments_total"
+LABELS = "ip_version,src_ip,dst_ip,service_port,state,kind,netns"
+ONLY_BPF_PERFMON = [
+    "setpriv",
+    "--inh-caps=-all,+bpf,+perfmon",
+    "--ambient-caps=-all,+bpf,+perfmon",
+    "--bounding-set=-all,+bpf,+perfmon",
+]
+ONLY_BPF = ["setpriv", "--inh-caps=-all,+bpf", "--ambient-caps=-all,+bpf", "--bounding-set=-all,+bpf"]
+
+
+def settled(agent: AgentProcess, ns: NetNamespace) -> tuple[int, int]:
+    """(kernel RetransSegs, exported segments) of ns, read while RetransSegs did not move."""
+    for _ in range(40):
+        before = tcp_counters(ns)["RetransSegs"]
+        ours = int(total(agent.scrape(), SEGMENTS, netns=str(ns.inode)))
+        if tcp_counters(ns)["RetransSegs"] == before:
+            return before, ours
+        time.sleep(0.25)
+    raise AssertionError(f"RetransSegs in {ns.name} never stopped moving")
+
+
+def thread_caps(pid: int) -> dict[int, capabilities.CapSets]:
+    out = {}
+    for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task")):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            out[tid] = parse_status(f.read())
+    return out
+
+
+def no_new_privs(pid: int) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        return next(line.split()[1] for line in f if line.startswith("NoNewPrivs:"))
+
+
+def test_only_bpf_and_perfmon_counts_exactly_then_holds_nothing() -> None:
+    links_before = bpf_link_ids()
+    with (
+        AgentProcess("--labels", LABELS, prefix=ONLY_BPF_PERFMON) as agent,
+        TestBed(loss_percent=10) as tb,
+    ):
+        assert len(bpf_link_ids() - links_before) >= 3, "the hooks attached with only CAP_BPF+CAP_PERFMON"
+        client0, server0 = settled(agent, tb.client), settled(agent, tb.server)
+        tb.send(flows=4, duration=3)
+        client1, server1 = settled(agent, tb.client), settled(agent, tb.server)
+        kernel, ours = client1[0] - client0[0], client1[1] - client0[1]
+        print(f"setpriv CAP_BPF+CAP_PERFMON: RetransSegs {kernel}, exported {ours}")
+        assert kernel > 100
+        assert ours == kernel
+        assert server1[1] - server0[1] == server1[0] - server0[0]
+
+        # Once attached, every thread (HTTP, harvester, main) holds no capability at all.
+        caps = thread_caps(agent.pid)
+        assert len(caps) >= 3
+        for tid, c in caps.items():
+            assert (c.effective, c.permitted, c.inheritable, c.ambient) == (0, 0, 0, 0), (tid, c)
+        assert no_new_privs(agent.pid) == "1"
+        code = agent.stop()
+    assert code == 0, agent.stderr
+    assert "Traceback" not in agent.stderr
+    assert "dropped capabilities: CAP_BPF, CAP_PERFMON; kept: none" in agent.stderr
+    assert not bpf_link_ids() - links_before
+
+
+def test_no_drop_capabilities_keeps_exactly_the_two() -> None:
+    with AgentProcess("--no-drop-capabilities", prefix=ONLY_BPF_PERFMON) as agent:
+        wanted = (1 << CAP_BPF) | (1 << CAP_PERFMON)
+        caps = thread_caps(agent.pid)
+        assert {c.effective for c in caps.values()} == {wanted}
+        assert agent.get("/metrics")[0] == 200
+
+
+def test_without_perfmon_serve_exits_1_naming_the_fix() -> None:
+    links_before = bpf_link_ids()
+    proc = subprocess.run(
+        [*ONLY_BPF, *retransmon_command(), "serve", "--listen", f"127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("retransmon: ")]
+    assert len(errors) == 1, proc.stderr
+    assert "not allowed to load BPF programs" in errors[0] and "CAP_PERFMON" in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert not bpf_link_ids() - links_before
+
+
+def test_check_reports_capabilities_and_costs() -> None:
+    proc = subprocess.run(
+        [*ONLY_BPF_PERFMON, *retransmon_command(), "check"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    privileges = next(line for line in lines if " privileges " in line)
+    assert privileges.startswith("ok") and "CAP_BPF, CAP_PERFMON" in privileges
+    ptrace = next(line for line in lines if "without CAP_SYS_PTRACE" in line)
+    assert ptrace.startswith("warn") and "service_port" in ptrace
+    assert any(line.startswith("ok") and "load and attach" in line for line in lines)
+
+    only_bpf = subprocess.run(
+        [*ONLY_BPF, *retransmon_command(), "check"], capture_output=True, text=True, timeout=60
+    )
+    assert only_bpf.returncode == 1
+    assert any(
+        line.startswith("FAIL") and "without CAP_PERFMON" in line for line in only_bpf.stdout.splitlines()
+    )
+
+
+DROP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from retransmon import capabilities
+    works = sys.argv[1] == "works"
+    result = capabilities.drop_after_attach(lambda: works)
+    with open("/proc/thread-self/status") as f:
+        text = f.read()
+    nnp = [l.split()[1] for l in text.splitlines() if l.startswith("NoNewPrivs:")][0]
+    after = capabilities.parse_status(text)
+    print(json.dumps({"before": result.before.permitted, "kept": sorted(result.kept),
+                      "eff": after.effective, "prm": after.permitted, "inh": after.inheritable,
+                      "amb": after.ambient, "bnd": after.bounding, "nnp": nnp}))
+    """
+)
+
+
+def _drop_in_child(mode: str) -> dict[str, int | str | list[str]]:
+    proc = subprocess.run(
+        [sys.executable, "-c", DROP_SCRIPT, mode], capture_output=True, text=True, timeout=30, check=True
+    )
+    result: dict[str, int | str | list[str]] = json.loads(proc.stdout)
+    return result
+
+
+def test_drop_gives_up_everything_when_maps_still_work() -> None:
+    r = _drop_in_child("works")
+    assert r["before"] != 0
+    assert r["eff"] == r["prm"] == r["inh"] == r["amb"] == 0
+    assert r["bnd"] == 0  # root holds CAP_SETPCAP, so the bounding set is emptied too
+    assert r["kept"] == []
+    assert r["nnp"] == "1"
+
+
+def test_drop_keeps_cap_bpf_when_the_kernel_needs_it_for_maps() -> None:
+    r = _drop_in_child("refused")
+    bpf = 1 << CAP_BPF
+    assert r["kept"] == ["CAP_BPF"]
+    assert r["eff"] == r["prm"] == bpf
+    assert r["inh"] == r["amb"] == 0
