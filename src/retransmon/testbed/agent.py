@@ -60,6 +60,27 @@ def total(samples: Iterable[Sample], name: str, **labels: str) -> float:
     )
 
 
+def http_get(
+    url: str,
+    headers: dict[str, str] | None = None,
+    *,
+    timeout: float = 30,
+    tls: ssl.SSLContext | None = None,
+    auth: tuple[str, str] | None = None,
+) -> tuple[int, str, str]:
+    """(status, content type, body) of a GET; error statuses are returned, not raised."""
+    all_headers = dict(headers or {})
+    if auth and "Authorization" not in all_headers:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        all_headers["Authorization"] = f"Basic {token}"
+    req = urllib.request.Request(url, headers=all_headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=tls) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode()
+
+
 class AgentProcess:
     """`retransmon serve` on a loopback port; stop() sends SIGTERM and waits.
 
@@ -107,16 +128,7 @@ class AgentProcess:
         self, path: str = "/metrics", headers: dict[str, str] | None = None, timeout: float = 30
     ) -> tuple[int, str, str]:
         """(status, content type, body) of a GET."""
-        all_headers = dict(headers or {})
-        if self.auth and "Authorization" not in all_headers:
-            token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
-            all_headers["Authorization"] = f"Basic {token}"
-        req = urllib.request.Request(self.url + path, headers=all_headers)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout, context=self.tls) as resp:
-                return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode()
+        return http_get(self.url + path, headers, timeout=timeout, tls=self.tls, auth=self.auth)
 
     def metrics_text(self) -> str:
         status, _ctype, body = self.get("/metrics")
