@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from retransmon import capabilities, webconfig
 from retransmon.bpf.program import ProgramOptions, RetransmonBPF
 from retransmon.cgroups import CgroupResolver
-from retransmon.collector import RetransmonCollector
+from retransmon.exposition import AgentExposition
 from retransmon.harvester import Harvester, HarvestTimer
 from retransmon.labels import Projector, parse_labels, sent_labels
 from retransmon.listening import ListeningPorts, scan_proc
@@ -28,6 +28,7 @@ class ServeOptions:
     max_series: int = 10000
     harvest_interval: float = 5.0
     flow_capacity: int = 16384
+    socket_capacity: int = 262144
     hooks: str = "auto"
     series_ttl: float | None = None  # seconds a series may stay idle before it is dropped
     drop_capabilities: bool = True  # give up every capability once the programs are attached
@@ -40,7 +41,7 @@ class Agent:
 
     bpf: RetransmonBPF
     harvester: Harvester
-    registry: CollectorRegistry
+    exposition: AgentExposition
 
     def close(self) -> None:
         self.bpf.close()
@@ -49,7 +50,13 @@ class Agent:
 def build_agent(options: ServeOptions) -> Agent:
     """Load and attach the BPF programs and build the metrics pipeline around them."""
     labels = parse_labels(options.labels)
-    bpf = RetransmonBPF(ProgramOptions(hooks=options.hooks, flow_capacity=options.flow_capacity))
+    bpf = RetransmonBPF(
+        ProgramOptions(
+            hooks=options.hooks,
+            flow_capacity=options.flow_capacity,
+            socket_capacity=options.socket_capacity,
+        )
+    )
     bpf.start()
     try:
         listening = ListeningPorts()
@@ -62,14 +69,13 @@ def build_agent(options: ServeOptions) -> Agent:
             sent=SeriesTable(sent_labels(labels), options.max_series, options.series_ttl),
             listening=listening,
         )
-        registry = CollectorRegistry()
-        registry.register(RetransmonCollector(harvester.snapshot, labels))
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
+        exposition = AgentExposition(
+            harvester.snapshot, labels, [ProcessCollector(registry=None), PlatformCollector(registry=None)]
+        )
     except BaseException:
         bpf.close()
         raise
-    return Agent(bpf, harvester, registry)
+    return Agent(bpf, harvester, exposition)
 
 
 def drop_capabilities(agent: Agent) -> None:
@@ -90,8 +96,8 @@ def serve(options: ServeOptions, stop: threading.Event) -> None:
     host, port = parse_listen(options.listen)
     parse_labels(options.labels)  # bad input fails before anything is loaded
     web = webconfig.load(options.web_config_file) if options.web_config_file else None
-    registry_holder = CollectorRegistry()
-    server = MetricsServer(host, port, registry_holder, web=web)  # a busy port fails before BPF is loaded
+    # A busy port or a bad web config fails before BPF is loaded.
+    server = MetricsServer(host, port, CollectorRegistry(), web=web)
     try:
         agent = build_agent(options)
     except BaseException:
@@ -100,7 +106,7 @@ def serve(options: ServeOptions, stop: threading.Event) -> None:
     try:
         if options.drop_capabilities:
             drop_capabilities(agent)  # before any thread starts: capabilities are per thread
-        server.registry = agent.registry
+        server.exposition = agent.exposition
         timer = HarvestTimer(agent.harvester, options.harvest_interval)
         timer.start()
         thread = server.serve_in_thread()

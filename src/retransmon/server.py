@@ -27,11 +27,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from retransmon import __version__
 from retransmon.auth import BasicAuth
 from retransmon.errors import EnvironmentProblem, UsageError
+from retransmon.exposition import Exposition, RegistryExposition
 from retransmon.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
@@ -199,11 +199,16 @@ class MetricsHandler(BaseHTTPRequestHandler):
         finally:
             self.server.watchdog.disarm(self.connection)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        if getattr(self, "request_version", "") not in ("HTTP/1.0", "HTTP/1.1"):
+            # An HTTP/0.9 (or unparsable) request still gets a status line a client can read.
+            self.request_version = "HTTP/1.0"
+        super().send_error(code, message, explain)
+
     def parse_request(self) -> bool:
         ok = super().parse_request()
         if ok and self.request_version not in ("HTTP/1.0", "HTTP/1.1"):
-            # HTTP/0.9 has no status line or headers: refuse it with a 1.0 answer a client can read.
-            self.request_version = "HTTP/1.0"
+            # HTTP/0.9 has no status line or headers: refuse it.
             self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED)
             return False
         if ok:
@@ -272,9 +277,8 @@ class MetricsHandler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
     def _metrics(self) -> None:
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
         try:
-            body = encoder(self.server.registry)
+            body, content_type = self.server.exposition.render(self.headers.get("Accept", ""))
         except Exception:
             log.exception("collecting metrics failed")
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"collecting metrics failed\n", "text/plain")
@@ -295,13 +299,15 @@ class MetricsServer(ThreadingHTTPServer):
         self,
         host: str,
         port: int,
-        registry: CollectorRegistry,
+        metrics: Exposition | CollectorRegistry,
         *,
         request_timeout: float = 10.0,
         max_connections: int = MAX_CONNECTIONS,
         web: WebConfig | None = None,
     ) -> None:
-        self.registry = registry
+        self.exposition: Exposition = (
+            RegistryExposition(metrics) if isinstance(metrics, CollectorRegistry) else metrics
+        )
         self.request_timeout = request_timeout
         self.web = web or WebConfig()
         self.auth = BasicAuth(self.web.users) if self.web.users else None
