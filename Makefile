@@ -13,7 +13,7 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 # Debian packages: BPF toolchain, the test bed (nftables, iproute2, ethtool),
 # Prometheus (server and promtool), tmux for driving `top` in tests.
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool nftables iproute2 ethtool \
-	prometheus tmux iperf3 procps
+	prometheus tmux iperf3 procps openssl systemd
 
 .PHONY: setup apt venv bpf run test lint typecheck unit integration bench clean
 

@@ -9,6 +9,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from retransmon import capabilities
 from retransmon.capabilities import CAP_BPF, CAP_PERFMON, parse_status
 from retransmon.testbed import AgentProcess, NetNamespace, TestBed, tcp_counters, total
@@ -23,6 +25,14 @@ ONLY_BPF_PERFMON = [
     "--inh-caps=-all,+bpf,+perfmon",
     "--ambient-caps=-all,+bpf,+perfmon",
     "--bounding-set=-all,+bpf,+perfmon",
+]
+# What the systemd unit does: an unprivileged user with the two capabilities as ambient ones.
+NOBODY_WITH_BPF_PERFMON = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    *ONLY_BPF_PERFMON[1:],
 ]
 ONLY_BPF = ["setpriv", "--inh-caps=-all,+bpf", "--ambient-caps=-all,+bpf", "--bounding-set=-all,+bpf"]
 
@@ -51,10 +61,11 @@ def no_new_privs(pid: int) -> str:
         return next(line.split()[1] for line in f if line.startswith("NoNewPrivs:"))
 
 
-def test_only_bpf_and_perfmon_counts_exactly_then_holds_nothing() -> None:
+@pytest.mark.parametrize("prefix", [ONLY_BPF_PERFMON, NOBODY_WITH_BPF_PERFMON], ids=["uid0", "uid65534"])
+def test_only_bpf_and_perfmon_counts_exactly_then_holds_nothing(prefix: list[str]) -> None:
     links_before = bpf_link_ids()
     with (
-        AgentProcess("--labels", LABELS, prefix=ONLY_BPF_PERFMON) as agent,
+        AgentProcess("--labels", LABELS, prefix=prefix) as agent,
         TestBed(loss_percent=10) as tb,
     ):
         assert len(bpf_link_ids() - links_before) >= 3, "the hooks attached with only CAP_BPF+CAP_PERFMON"
@@ -62,7 +73,7 @@ def test_only_bpf_and_perfmon_counts_exactly_then_holds_nothing() -> None:
         tb.send(flows=4, duration=3)
         client1, server1 = settled(agent, tb.client), settled(agent, tb.server)
         kernel, ours = client1[0] - client0[0], client1[1] - client0[1]
-        print(f"setpriv CAP_BPF+CAP_PERFMON: RetransSegs {kernel}, exported {ours}")
+        print(f"{' '.join(prefix[1:])}: RetransSegs {kernel}, exported {ours}")
         assert kernel > 100
         assert ours == kernel
         assert server1[1] - server0[1] == server1[0] - server0[0]
