@@ -15,16 +15,20 @@ every sample.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench.procstat import cpu_seconds
 from retransmon.testbed import AgentProcess, NetNamespace, TestBed, run_sender, tcp_counters, total
+from retransmon.testbed.tls import bcrypt_hash, make_certificates, web_config_yaml
 
 SETPRIV = [
     "setpriv",
@@ -109,15 +113,37 @@ def settled(agent: AgentProcess, ns: NetNamespace) -> tuple[int, int]:
     raise RuntimeError("RetransSegs never settled")
 
 
-def run(duration: float, sample: float, out: str, *, rate: str, loss: float, flows: int) -> int:
+def agent_for(stack: contextlib.ExitStack, tls: bool) -> AgentProcess:
+    """The agent under setpriv; with *tls*, behind TLS and basic auth (bcrypt cost 10)."""
+    if not tls:
+        return stack.enter_context(AgentProcess("--labels", LABELS, prefix=SETPRIV))
+    directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="rmsoak-tls-"))
+    certs = make_certificates(directory)
+    config = os.path.join(directory, "web.yml")
+    with open(config, "w") as f:
+        f.write(web_config_yaml(certs, users={"prometheus": bcrypt_hash("soak", cost=10)}))
+    agent = AgentProcess(
+        "--labels",
+        LABELS,
+        "--web.config.file",
+        config,
+        prefix=SETPRIV,
+        tls=certs.client_context(),
+        auth=("prometheus", "soak"),
+    )
+    return stack.enter_context(agent)
+
+
+def run(
+    duration: float, sample: float, out: str, *, rate: str, loss: float, flows: int, tls: bool, prefix: str
+) -> int:
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     rows: list[dict[str, float]] = []
     scrapes = failures = 0
     slowest = 0.0
-    with (
-        TestBed(loss_percent=loss, prefix="rmsoak") as tb,
-        AgentProcess("--labels", LABELS, prefix=SETPRIV) as agent,
-    ):
+    with contextlib.ExitStack() as stack:
+        tb = stack.enter_context(TestBed(loss_percent=loss, prefix=prefix))
+        agent = agent_for(stack, tls)
         shape(tb, rate)
         kernel0, ours0 = settled(agent, tb.client)
         traffic = Traffic(tb, duration, flows)
@@ -138,6 +164,7 @@ def run(duration: float, sample: float, out: str, *, rate: str, loss: float, flo
                 kernel = tcp_counters(tb.client)["RetransSegs"] - kernel0
                 row = {
                     "elapsed_s": round(now - started, 1),
+                    "cpu_s": round(cpu_seconds(agent.pid), 2),
                     "rss_kib": st.rss_kib,
                     "fds": st.fds,
                     "threads": st.threads,
@@ -182,13 +209,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", default="8mbit", help="tbf rate of the bulk flows (default 8mbit)")
     parser.add_argument("--loss", type=float, default=3, help="percent of data dropped (default 3)")
     parser.add_argument("--flows", type=int, default=2, help="parallel bulk flows (default 2)")
+    parser.add_argument("--tls", action="store_true", help="serve TLS with basic auth (a handshake a second)")
+    parser.add_argument("--prefix", default="rmsoak", help="name prefix of the test namespaces")
     parser.add_argument("--out", default="bench/results/soak.csv")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("soak needs root (BPF, network namespaces)", file=sys.stderr)
         return 2
     try:
-        return run(args.duration, args.sample, args.out, rate=args.rate, loss=args.loss, flows=args.flows)
+        return run(
+            args.duration,
+            args.sample,
+            args.out,
+            rate=args.rate,
+            loss=args.loss,
+            flows=args.flows,
+            tls=args.tls,
+            prefix=args.prefix,
+        )
     except subprocess.CalledProcessError as exc:
         print(f"soak: {exc}", file=sys.stderr)
         return 1
