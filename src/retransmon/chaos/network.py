@@ -27,10 +27,17 @@ NETEM_FIX = (
 
 
 def describe_netem_missing(flags: list[str]) -> EnvironmentProblem:
+    verb = "needs" if len(flags) == 1 else "need"
     return EnvironmentProblem(
-        f"{', '.join(flags)} need the netem qdisc, which this kernel does not have",
+        f"{', '.join(flags)} {verb} the netem qdisc, which this kernel does not have",
         fix=NETEM_FIX.format(flags=" and ".join(flags)),
     )
+
+
+def require_netem(options: ChaosOptions) -> None:
+    """Fail (exit 1, nothing built) when an option needs netem and the kernel has none."""
+    if options.wants_netem and not netem_available():
+        raise describe_netem_missing(options.netem_flags)
 
 
 class ChaosNetwork:

@@ -18,7 +18,7 @@ from retransmon.chaos.measure import (
     namespace_rows,
     tally,
 )
-from retransmon.chaos.network import ChaosNetwork
+from retransmon.chaos.network import ChaosNetwork, require_netem
 from retransmon.chaos.options import ChaosOptions
 from retransmon.chaos.signals import SignalGate
 from retransmon.labels import sent_labels
@@ -115,6 +115,7 @@ def run_chaos(
 ) -> ChaosReport:
     """Build, drive, measure and tear down; the report of what was seen. Signals: see signals.py."""
     options.validate()
+    require_netem(options)
     gate = SignalGate()
     gate.install()
     try:
