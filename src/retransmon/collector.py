@@ -60,6 +60,11 @@ class RetransmonCollector(Collector):
             "retransmon_unaccounted_segments",
             "Retransmitted segments with no room in the flow table, not even in its reserve for folds.",
         )
+        untracked = CounterMetricFamily(
+            "retransmon_untracked_sockets",
+            "TCP sockets whose segments sent are not counted: the kernel's socket table was full "
+            "(raise --socket-capacity).",
+        )
         entries = GaugeMetricFamily(
             "retransmon_flow_map_entries",
             "Flows the kernel's flow table held at the last harvest.",
@@ -85,6 +90,7 @@ class RetransmonCollector(Collector):
             misses,
             lost,
             unaccounted,
+            untracked,
             entries,
             capacity,
             overflow,
@@ -115,6 +121,7 @@ class RetransmonCollector(Collector):
             misses.add_metric([program], n)
         lost.add_metric([], snap.events_lost)
         unaccounted.add_metric([], snap.unaccounted_segments)
+        untracked.add_metric([], snap.untracked_sockets)
         entries.add_metric([], snap.flow_entries)
         capacity.add_metric([], snap.flow_capacity)
         overflow.add_metric([], snap.series_folded)

@@ -27,6 +27,7 @@ class ServeOptions:
     max_series: int = 10000
     harvest_interval: float = 5.0
     flow_capacity: int = 16384
+    socket_capacity: int = 262144
     hooks: str = "auto"
     series_ttl: float | None = None  # seconds a series may stay idle before it is dropped
 
@@ -46,7 +47,13 @@ class Agent:
 def build_agent(options: ServeOptions) -> Agent:
     """Load and attach the BPF programs and build the metrics pipeline around them."""
     labels = parse_labels(options.labels)
-    bpf = RetransmonBPF(ProgramOptions(hooks=options.hooks, flow_capacity=options.flow_capacity))
+    bpf = RetransmonBPF(
+        ProgramOptions(
+            hooks=options.hooks,
+            flow_capacity=options.flow_capacity,
+            socket_capacity=options.socket_capacity,
+        )
+    )
     bpf.start()
     try:
         listening = ListeningPorts()
