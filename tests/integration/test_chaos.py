@@ -6,11 +6,15 @@ import json
 import signal
 import subprocess
 import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from retransmon.chaos.options import PREFIX
-from retransmon.testbed import list_netns, netem_available
+from retransmon.testbed import AgentProcess, free_port, list_netns, netem_available
 from retransmon.testbed.agent import retransmon_command
 from tests.integration.conftest import bpf_link_ids
 
@@ -215,3 +219,57 @@ def test_bad_input_exits_2_with_one_line(args: list[str], message: str) -> None:
     assert len(lines) == 1, lines
     assert message in lines[0]
     assert_restored(before)
+
+
+def test_prometheus_option_scrapes_a_running_serve_until_ctrl_c(tmp_path: Path) -> None:
+    before = host_state()
+    port = free_port()
+    with AgentProcess() as agent:
+        before["bpf_links"] = bpf_link_ids()  # the agent's own links stay until it stops
+        out, err = tmp_path / "out", tmp_path / "err"
+        with out.open("w") as o, err.open("w") as e:
+            proc = subprocess.Popen(
+                [*retransmon_command(), "chaos", "--prometheus", "--prometheus-port", str(port),
+                 "--scrape", f"127.0.0.1:{agent.port}", "--flows", "1", "--duration", "2"],
+                stdout=o, stderr=e, text=True,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 90
+            while "Ctrl-C stops Prometheus" not in err.read_text():
+                assert proc.poll() is None, err.read_text()
+                assert time.monotonic() < deadline, err.read_text()
+                time.sleep(0.3)
+            assert f"http://127.0.0.1:{port}/graph?" in err.read_text()
+            up = query(port, 'up{job="retransmon"}')
+            assert [float(s["value"][1]) for s in up] == [1.0]
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert "RetransSegs" in out.read_text()
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2)
+        assert_restored(before)
+
+
+def test_prometheus_option_without_a_serve_says_how_to_fix_it() -> None:
+    before = host_state()
+    result = chaos("--prometheus", "--scrape", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert "no retransmon agent answers" in result.stderr
+    assert "fix: start `retransmon serve` first" in result.stderr
+    assert_restored(before)
+
+
+def query(port: int, expr: str) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    deadline = time.monotonic() + 20
+    while True:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            body = json.loads(resp.read())
+        result: list[dict[str, Any]] = body["data"]["result"]
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)

@@ -26,7 +26,7 @@ from retransmon.serve import Agent, ServeOptions, build_agent
 
 REFRESH = 1.0  # seconds between progress updates (each one drains the kernel's flow table)
 SETTLE_TIMEOUT = 15.0  # after the traffic: wait this long at most for counters to stop moving
-TRAFFIC_GRACE = 90.0  # bulk flows end with a drain; churn has no duration: a hard limit after this
+TRAFFIC_GRACE = 90.0  # flows end with a drain that may take a while: stopped this long after expected
 
 
 class Measurement:
@@ -77,6 +77,13 @@ def _stats(flows: dict[FlowKey, Counts], kernel: dict[str, dict[str, int]]) -> s
     return f"retransmitted segments: kernel {retrans}, retransmon {seen}"
 
 
+def expected_seconds(opts: ChaosOptions) -> float:
+    """How long the traffic should take: the duration, or ~1 s per connection per worker."""
+    if opts.connections is None:
+        return opts.duration
+    return opts.connections / opts.flows
+
+
 def drive(net: ChaosNetwork, measure: Measurement, gate: SignalGate, console: Console) -> tuple[float, bool]:
     """Run the traffic with a progress display; (seconds, interrupted)."""
     opts = net.options
@@ -96,7 +103,7 @@ def drive(net: ChaosNetwork, measure: Measurement, gate: SignalGate, console: Co
     proc = net.start_traffic()
     with gate.soft() as stop, progress:
         task = progress.add_task(what, total=None if churn else opts.duration, stats="")
-        limit = start + (0 if churn else opts.duration) + TRAFFIC_GRACE
+        limit = start + expected_seconds(opts) + TRAFFIC_GRACE
         while proc.poll() is None and not stop.is_set() and time.monotonic() < limit:
             stop.wait(REFRESH)
             elapsed = time.monotonic() - start
