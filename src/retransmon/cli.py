@@ -279,7 +279,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_chaos(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from retransmon.chaos.options import ChaosOptions
+    from retransmon.chaos.options import ChaosOptions, require_root
 
     out, err = Console(), Console(stderr=True)
     if not out.is_terminal:
@@ -287,6 +287,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     if args.cleanup:
         from retransmon.chaos.cleanup import cleanup
 
+        require_root()
         done = cleanup()
         for name in done.kept:
             err.print(f"left {name} alone: its chaos run is still running", highlight=False)
@@ -308,6 +309,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         show=args.show,
     )
     options.validate()
+    require_root()
     from retransmon.chaos import demo
     from retransmon.chaos.report import print_report
     from retransmon.chaos.run import run_chaos

@@ -273,3 +273,28 @@ def query(port: int, expr: str) -> list[dict[str, Any]]:
         if result or time.monotonic() > deadline:
             return result
         time.sleep(0.5)
+
+
+@pytest.mark.parametrize("args", [["--duration", "1"], ["--cleanup"]])
+def test_without_root_says_so_in_one_line(args: list[str]) -> None:
+    before = host_state()
+    result = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            *retransmon_command(),
+            "chaos",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "needs root" in lines[0]
+    assert "fix: run it as root" in lines[0]
+    assert_restored(before)

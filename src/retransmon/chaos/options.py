@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
-from retransmon.errors import UsageError
+from retransmon.errors import EnvironmentProblem, UsageError
 
 PREFIX = "rmchaos"  # namespaces are rmchaos-<pid>-<n>; --cleanup looks for this prefix
 VETH_INDEX = 66  # addresses 198.18.66.1/.2 and 2001:db8:66::1/::2 (see testbed.veth)
@@ -59,3 +60,12 @@ class ChaosOptions:
             raise UsageError(f"--connections must be between 1 and 100000, got {self.connections}")
         if self.show < 0:
             raise UsageError(f"--show must not be negative, got {self.show}")
+
+
+def require_root() -> None:
+    """chaos makes network namespaces, veth pairs and nftables tables: root only (exit 1)."""
+    if os.geteuid() != 0:
+        raise EnvironmentProblem(
+            "retransmon chaos builds network namespaces, a veth pair and nftables tables, which needs root",
+            fix="run it as root (sudo retransmon chaos ...)",
+        )
