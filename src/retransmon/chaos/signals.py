@@ -4,7 +4,8 @@
   far is still reported. A second one aborts (KeyboardInterrupt).
 * At any other time a signal aborts at once (KeyboardInterrupt), and the cleanup
   runs as usual.
-* During cleanup signals are ignored, so a second Ctrl-C cannot leave leftovers.
+* Once a signal has aborted, and during cleanup, further signals are ignored, so
+  pressing Ctrl-C again cannot leave leftovers.
 """
 
 from __future__ import annotations
@@ -24,12 +25,16 @@ class SignalGate:
     def __init__(self) -> None:
         self.stop = threading.Event()
         self._soft = False
+        self._aborting = False
         self._saved: dict[int, Handler] = {}
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self._aborting:
+            return  # already on the way out: let the cleanup finish
         if self._soft and not self.stop.is_set():
             self.stop.set()
             return
+        self._aborting = True
         raise KeyboardInterrupt
 
     def install(self) -> None:
