@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from retransmon.bpf.program import ProgramOptions, RetransmonBPF
 from retransmon.cgroups import CgroupResolver
-from retransmon.collector import RetransmonCollector
+from retransmon.exposition import AgentExposition
 from retransmon.harvester import Harvester, HarvestTimer
 from retransmon.labels import Projector, parse_labels, sent_labels
 from retransmon.listening import ListeningPorts, scan_proc
@@ -38,7 +38,7 @@ class Agent:
 
     bpf: RetransmonBPF
     harvester: Harvester
-    registry: CollectorRegistry
+    exposition: AgentExposition
 
     def close(self) -> None:
         self.bpf.close()
@@ -66,29 +66,27 @@ def build_agent(options: ServeOptions) -> Agent:
             sent=SeriesTable(sent_labels(labels), options.max_series, options.series_ttl),
             listening=listening,
         )
-        registry = CollectorRegistry()
-        registry.register(RetransmonCollector(harvester.snapshot, labels))
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
+        exposition = AgentExposition(
+            harvester.snapshot, labels, [ProcessCollector(registry=None), PlatformCollector(registry=None)]
+        )
     except BaseException:
         bpf.close()
         raise
-    return Agent(bpf, harvester, registry)
+    return Agent(bpf, harvester, exposition)
 
 
 def serve(options: ServeOptions, stop: threading.Event) -> None:
     """Serve until *stop* is set; always detaches before returning."""
     host, port = parse_listen(options.listen)
     parse_labels(options.labels)  # bad input fails before anything is loaded
-    registry_holder = CollectorRegistry()
-    server = MetricsServer(host, port, registry_holder)  # a busy port fails before BPF is loaded
+    server = MetricsServer(host, port, CollectorRegistry())  # a busy port fails before BPF is loaded
     try:
         agent = build_agent(options)
     except BaseException:
         server.server_close()
         raise
     try:
-        server.registry = agent.registry
+        server.exposition = agent.exposition
         timer = HarvestTimer(agent.harvester, options.harvest_interval)
         timer.start()
         thread = server.serve_in_thread()
