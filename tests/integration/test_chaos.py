@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -297,4 +298,24 @@ def test_without_root_says_so_in_one_line(args: list[str]) -> None:
     assert len(lines) == 1, lines
     assert "needs root" in lines[0]
     assert "fix: run it as root" in lines[0]
+    assert_restored(before)
+
+
+def test_cleanup_removes_a_left_netem_probe_namespace_and_keeps_live_ones() -> None:
+    before = host_state()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    leftover = f"rmprobe-{gone.pid}-0"
+    live = f"rmprobe-{os.getpid()}-999"  # this test is alive: its namespace is kept
+    try:
+        for name in (leftover, live):
+            subprocess.run(["ip", "netns", "add", name], check=True)
+        result = chaos("--cleanup")
+        assert result.returncode == 0, result.stderr
+        names = list_netns()
+        assert leftover not in names
+        assert live in names
+    finally:
+        for name in (leftover, live):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
     assert_restored(before)

@@ -220,6 +220,7 @@ def test_cli_accepts_percent_and_millisecond_suffixes() -> None:
 def test_owner_pid_reads_only_chaos_names() -> None:
     assert owner_pid("rmchaos-client-1234-0") == 1234
     assert owner_pid("rmchaos-server-77-13") == 77
+    assert owner_pid("rmprobe-1234-0") == 1234
     assert owner_pid("rmtest-client-1234-0") is None
     assert owner_pid("rmchaos-1234") is None
     assert owner_pid("production") is None

@@ -1,6 +1,7 @@
 """`retransmon chaos --cleanup`: remove what a killed chaos run left behind.
 
-A run names its namespaces rmchaos-<pid>-<n>; everything else it creates (veth,
+A run names its namespaces rmchaos-<role>-<pid>-<n> (and probes for netem in a
+scratch rmprobe-<pid>-<n>); everything else it creates (veth,
 nftables table or netem qdisc, sink and sender processes) lives inside them. A
 run killed with SIGKILL leaves those namespaces and the traffic processes in
 them. Namespaces of a run that is still alive are left alone. BPF links need
@@ -16,11 +17,12 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from retransmon.chaos.options import PREFIX
+from retransmon.chaos.options import PREFIX, PROBE_PREFIX
 from retransmon.testbed import _cmd
 from retransmon.testbed.netns import list_netns
 
-_NAME = re.compile(rf"^{PREFIX}-[a-z]+-(\d+)-\d+$")
+# rmchaos-<role>-<pid>-<n>, and the scratch namespace that probes for netem (rmprobe-<pid>-<n>).
+_NAME = re.compile(rf"^(?:{PREFIX}-[a-z]+|{PROBE_PREFIX})-(\d+)-\d+$")
 TRAFFIC_MODULE = "retransmon.testbed.traffic"
 
 
@@ -75,7 +77,7 @@ def cleanup() -> Cleaned:
         pid = owner_pid(name)
         if pid is None:
             continue
-        if pid != os.getpid() and _alive(pid) and "chaos" in _cmdline(pid):
+        if pid != os.getpid() and _alive(pid) and ("chaos" in _cmdline(pid) or name.startswith(PROBE_PREFIX)):
             result.kept.append(name)
             continue
         out = _cmd.run(["ip", "netns", "pids", name], check=False).stdout
