@@ -398,14 +398,21 @@ class MetricsServer(ThreadingHTTPServer):
                 return None
             self.watchdog.disarm(request)  # the SSLSocket takes over the file descriptor
             tls = context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
-            self.watchdog.arm(tls, self.request_timeout)
-            tls.do_handshake()
-            return tls
         except (OSError, ValueError) as exc:
             log.debug("TLS handshake with %s failed: %s", request, exc)
             return None
         finally:
             self.watchdog.disarm(request)
+        self.watchdog.arm(tls, self.request_timeout)
+        try:
+            tls.do_handshake()
+        except (OSError, ValueError) as exc:
+            log.debug("TLS handshake with %s failed: %s", tls, exc)
+            self.watchdog.disarm(tls)
+            with contextlib.suppress(OSError):
+                tls.close()
+            return None
+        return tls
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Resets, timeouts, clients vanishing: a debug line, never a traceback on stderr.

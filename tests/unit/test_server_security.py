@@ -143,6 +143,23 @@ def test_tls_below_1_2_is_refused(
         _https(tls_server, certs, context=ctx)
 
 
+def test_failed_handshakes_leave_nothing_behind(tls_server: MetricsServer, certs: Certificates) -> None:
+    started = time.monotonic()
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", tls_server.port), timeout=5) as s:
+            s.sendall(b"\x16\x03\x01\x00\x05garbage")  # a TLS record header, then nonsense
+            with contextlib.suppress(OSError):
+                while s.recv(1024):
+                    pass
+    # Closed at once, not held until the 1 s request deadline.
+    assert time.monotonic() - started < 5
+    deadline = time.monotonic() + 2
+    while len(tls_server.watchdog) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(tls_server.watchdog) == 0, "a failed handshake left its socket with the watchdog"
+    assert _https(tls_server, certs, headers=_auth("prom", PASSWORD))[0] == 200
+
+
 def test_untrusted_server_certificate_is_detected(tls_server: MetricsServer, certs: Certificates) -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
         _https(tls_server, certs, context=ssl.create_default_context())
