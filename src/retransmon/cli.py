@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -13,11 +15,13 @@ from typing import NoReturn
 
 from retransmon import __version__
 from retransmon.errors import RetransmonError, UsageError
+from retransmon.eventfilter import add_filter_options
 from retransmon.labels import LABEL_NAMES
 
 log = logging.getLogger("retransmon")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+SORT_KEYS = ("rate", "events", "total", "peer")
 MAX_SECONDS = 86400.0  # a day: longer intervals are a typo, and overflow Event.wait()
 
 
@@ -69,8 +73,10 @@ def _duration(text: str) -> float | None:
     return value or None
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (default: info)")
+def _add_common(p: argparse.ArgumentParser, log_level: str = "info") -> None:
+    p.add_argument(
+        "--log-level", choices=LOG_LEVELS, default=log_level, help=f"log verbosity (default: {log_level})"
+    )
     p.add_argument(
         "--hooks",
         choices=("auto", "tp_btf", "tracepoint"),
@@ -127,6 +133,50 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
     serve.set_defaults(func=cmd_serve)
 
+    trace = sub.add_parser("trace", help="one line per retransmit, like tcpretrans; --json for JSON lines")
+    trace.add_argument("--json", action="store_true", help="print JSON lines instead of columns")
+    trace.add_argument(
+        "--count",
+        action="store_true",
+        help="print retransmits per flow when tracing ends instead of one line each",
+    )
+    trace.add_argument(
+        "--duration",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop after this many seconds (default: until Ctrl-C)",
+    )
+    add_filter_options(trace)
+    _add_common(trace, log_level="warning")
+    trace.set_defaults(func=cmd_trace)
+
+    top = sub.add_parser("top", help="live view of the flows retransmitting the most")
+    top.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=2.0,
+        metavar="SECONDS",
+        help="refresh interval; rates are over the last interval (default 2)",
+    )
+    top.add_argument(
+        "--sort",
+        choices=SORT_KEYS,
+        default="rate",
+        help="initial sort order (keys in the live view: r, e, t, p; default: rate)",
+    )
+    top.add_argument(
+        "--rows", type=_positive_int, default=20, metavar="N", help="flows shown when not a terminal"
+    )
+    top.add_argument(
+        "--duration",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop after this many seconds (default: until q or Ctrl-C)",
+    )
+    add_filter_options(top)
+    _add_common(top, log_level="warning")
+    top.set_defaults(func=cmd_top)
+
     check = sub.add_parser("check", help="preflight: kernel, BTF, hooks, privileges")
     _add_common(check)
     check.set_defaults(func=cmd_check)
@@ -168,6 +218,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_on_signals() -> threading.Event:
+    """SIGINT/SIGTERM set the returned event (Ctrl-C ends trace and top normally)."""
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from retransmon.eventfilter import filter_from_args
+    from retransmon.trace import TraceOptions, render_stats, run_trace
+
+    stop = _stop_on_signals()
+    options = TraceOptions(
+        json=args.json,
+        count=args.count,
+        duration=args.duration,
+        event_filter=filter_from_args(args),
+        hooks=args.hooks,
+    )
+    stats = run_trace(options, stop, sys.stdout, sys.stderr)
+    print(render_stats(stats), file=sys.stderr)
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from retransmon.eventfilter import filter_from_args
+    from retransmon.top import TopOptions, run_top
+
+    stop = _stop_on_signals()
+    options = TopOptions(
+        interval=args.interval,
+        sort=args.sort,
+        rows=args.rows,
+        duration=args.duration,
+        event_filter=filter_from_args(args),
+        hooks=args.hooks,
+    )
+    run_top(options, stop)
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from retransmon.check import ready, render, run_checks
 
@@ -191,6 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # Output piped into something that stopped reading (| head): end quietly.
+        # Output piped into something that stopped reading (| head): end quietly. Point stdout
+        # at /dev/null so that flushing it at exit fails neither loudly nor with status 120.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
         sys.stderr.close()
         return 0
