@@ -17,11 +17,11 @@ from retransmon import __version__
 from retransmon.errors import RetransmonError, UsageError
 from retransmon.eventfilter import add_filter_options
 from retransmon.labels import LABEL_NAMES
+from retransmon.topmodel import SORT_KEYS
 
 log = logging.getLogger("retransmon")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-SORT_KEYS = ("rate", "events", "total", "peer")
 MAX_SECONDS = 86400.0  # a day: longer intervals are a typo, and overflow Event.wait()
 
 

@@ -164,9 +164,8 @@ def encode_event(  # the inverse of decoding, for tests and benchmarks
     laddr: bytes = bytes(16),
     raddr: bytes = bytes(16),
 ) -> bytes:
-    return RETRANS_EVENT.pack(
-        boot_ns, cgroup, netns, pid, segments, family, state, kind, lport, rport, flags, b"", comm, laddr, raddr
-    )
+    fields = (boot_ns, cgroup, netns, pid, segments, family, state, kind, lport, rport, flags)
+    return RETRANS_EVENT.pack(*fields, b"", comm, laddr, raddr)
 
 
 # -- time ---------------------------------------------------------------------

@@ -9,6 +9,7 @@ skipped by the kernel, or the socket closed first) is marked `C>` instead of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -269,17 +270,16 @@ def run_trace(options: TraceOptions, stop: threading.Event, out: TextIO, err: Te
     tracer = Tracer(options, out, clock, stop)
     with EventStream(tracer.on_event, options.hooks, options.ring_buffer_bytes) as stream:
         note = "" if stream.exact else " (per-event counting: segments of skipped runs are not recovered)"
-        print(f"Tracing TCP retransmits with hooks {stream.hooks}{note}. Ctrl-C to end.", file=err, flush=True)
+        ready = f"Tracing TCP retransmits with hooks {stream.hooks}{note}. Ctrl-C to end."
+        print(ready, file=err, flush=True)
         if tracer.formatter.header and not options.count:
             out.write(tracer.formatter.header + "\n")
             out.flush()
         reported_lost = 0
         next_check = time.monotonic() + LOST_CHECK_SECONDS
         while not tracer.expired():
-            try:
+            with contextlib.suppress(_Stop):
                 stream.poll(tracer.remaining_ms())
-            except _Stop:
-                pass
             tracer.flush()
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + LOST_CHECK_SECONDS
