@@ -77,7 +77,19 @@ CASES = [
         10**12,
         3,
         False,
-        EventFlow(4026531833, 77, 4242, "curl", 4, "198.18.0.1", 40000, "198.18.0.2", 5001, "established", "retransmit"),
+        EventFlow(
+            4026531833,
+            77,
+            4242,
+            "curl",
+            4,
+            "198.18.0.1",
+            40000,
+            "198.18.0.2",
+            5001,
+            "established",
+            "retransmit",
+        ),
     ),
     Case(
         "ipv6 fin_wait1, segments found at close",
@@ -105,13 +117,38 @@ CASES = [
     ),
     Case(
         "full 16-byte comm, unknown state and kind, high ports",
-        record(2**64 - 1, 2**64 - 1, 2**32 - 1, 2**32 - 1, 2**32 - 1, 2, 99, 7, 65535, 65535, 0x81,
-               b"0123456789abcdef", V4_LOCAL, V4_REMOTE),  # fmt: skip
+        record(
+            2**64 - 1,
+            2**64 - 1,
+            2**32 - 1,
+            2**32 - 1,
+            2**32 - 1,
+            2,
+            99,
+            7,
+            65535,
+            65535,
+            0x81,
+            b"0123456789abcdef",
+            V4_LOCAL,
+            V4_REMOTE,
+        ),
         2**64 - 1,
         2**32 - 1,
         True,
-        EventFlow(2**32 - 1, 2**64 - 1, 2**32 - 1, "0123456789abcdef", 4, "198.18.0.1", 65535, "198.18.0.2",
-                  65535, "state_99", "kind_7"),  # fmt: skip
+        EventFlow(
+            2**32 - 1,
+            2**64 - 1,
+            2**32 - 1,
+            "0123456789abcdef",
+            4,
+            "198.18.0.1",
+            65535,
+            "198.18.0.2",
+            65535,
+            "state_99",
+            "kind_7",
+        ),
     ),
     Case(
         "comm that is not utf-8",
@@ -119,7 +156,9 @@ CASES = [
         3,
         1,
         False,
-        EventFlow(4, 0, 12, "caf\ufffd", 4, "198.18.0.1", 22, "198.18.0.2", 60000, "close_wait", "retransmit"),
+        EventFlow(
+            4, 0, 12, "caf\ufffd", 4, "198.18.0.1", 22, "198.18.0.2", 60000, "close_wait", "retransmit"
+        ),
     ),
 ]
 
