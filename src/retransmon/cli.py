@@ -16,6 +16,7 @@ from typing import NoReturn
 from retransmon import __version__
 from retransmon.errors import RetransmonError, UsageError
 from retransmon.eventfilter import add_filter_options
+from retransmon.events import DEFAULT_RING_BUFFER_BYTES
 from retransmon.labels import LABEL_NAMES
 from retransmon.topmodel import SORT_KEYS
 
@@ -85,6 +86,27 @@ def _add_common(p: argparse.ArgumentParser, log_level: str = "info") -> None:
     )
 
 
+MAX_RING_BUFFER_KIB = 1 << 20  # 1 GiB: the kernel's limit is higher, memory is not
+
+
+def _ring_buffer_kib(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_RING_BUFFER_KIB:
+        raise argparse.ArgumentTypeError(f"at most {MAX_RING_BUFFER_KIB} KiB, got {value}")
+    return value
+
+
+def _add_ring_buffer_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ring-buffer-kib",
+        type=_ring_buffer_kib,
+        default=DEFAULT_RING_BUFFER_BYTES // 1024,
+        metavar="KIB",
+        help="ring buffer size, rounded up to a power of two pages; records that do not fit are "
+        f"counted as lost (default {DEFAULT_RING_BUFFER_BYTES // 1024})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="retransmon", description="TCP retransmission monitor for Linux (eBPF).")
     parser.add_argument("--version", action="version", version=f"retransmon {__version__}")
@@ -147,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many seconds (default: until Ctrl-C)",
     )
     add_filter_options(trace)
+    _add_ring_buffer_option(trace)
     _add_common(trace, log_level="warning")
     trace.set_defaults(func=cmd_trace)
 
@@ -174,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many seconds (default: until q or Ctrl-C)",
     )
     add_filter_options(top)
+    _add_ring_buffer_option(top)
     _add_common(top, log_level="warning")
     top.set_defaults(func=cmd_top)
 
@@ -241,6 +265,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         duration=args.duration,
         event_filter=filter_from_args(args),
         hooks=args.hooks,
+        ring_buffer_bytes=args.ring_buffer_kib * 1024,
     )
     stats = run_trace(options, stop, sys.stdout, sys.stderr)
     print(render_stats(stats), file=sys.stderr)
@@ -259,6 +284,7 @@ def cmd_top(args: argparse.Namespace) -> int:
         duration=args.duration,
         event_filter=filter_from_args(args),
         hooks=args.hooks,
+        ring_buffer_bytes=args.ring_buffer_kib * 1024,
     )
     run_top(options, stop)
     return 0

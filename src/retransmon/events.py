@@ -22,6 +22,7 @@ from retransmon.flows import KIND_NAMES
 from retransmon.layout import Field, Layout
 from retransmon.tcpstates import state_name
 
+DEFAULT_RING_BUFFER_BYTES = 8 << 20  # 8 MiB: about 87,000 records, over 2 s of a 35,000 events/s storm
 EVENT_RECONCILED = 0x1  # segments whose own event was skipped, found at the next event or close
 
 RETRANS_EVENT = Layout(

@@ -14,12 +14,10 @@ from types import TracebackType
 
 from retransmon.bpf import libbpf
 from retransmon.bpf.program import ProgramOptions, RetransmonBPF
-from retransmon.events import RUNTIME_SETTINGS, Event, EventDecoder
+from retransmon.events import DEFAULT_RING_BUFFER_BYTES, RUNTIME_SETTINGS, Event, EventDecoder
 from retransmon.harvester import LOSS_COUNTS, ZERO_U32
 
 log = logging.getLogger(__name__)
-
-DEFAULT_RING_BUFFER_BYTES = 8 << 20  # 8 MiB: about 87,000 records, over 2 s of a 35,000 events/s storm
 
 
 class EventStream:

@@ -25,8 +25,8 @@ from rich.live import Live
 from rich.text import Text
 
 from retransmon.eventfilter import CachedFilter, EventFilter
-from retransmon.events import Event
-from retransmon.stream import DEFAULT_RING_BUFFER_BYTES, EventStream
+from retransmon.events import DEFAULT_RING_BUFFER_BYTES, Event
+from retransmon.stream import EventStream
 from retransmon.topmodel import FlowRow, TopModel
 from retransmon.trace import endpoint
 

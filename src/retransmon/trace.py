@@ -19,8 +19,8 @@ from typing import TextIO
 
 from retransmon.cgroups import UNKNOWN, CgroupResolver
 from retransmon.eventfilter import CachedFilter, EventFilter
-from retransmon.events import BootClock, Event, EventFlow, Rfc3339
-from retransmon.stream import DEFAULT_RING_BUFFER_BYTES, EventStream
+from retransmon.events import DEFAULT_RING_BUFFER_BYTES, BootClock, Event, EventFlow, Rfc3339
+from retransmon.stream import EventStream
 
 POLL_MS = 100
 LOST_CHECK_SECONDS = 1.0

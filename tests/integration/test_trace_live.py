@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -239,3 +241,27 @@ def test_output_into_a_closed_pipe_ends_quietly() -> None:
     assert proc.returncode == 0
     assert len(out.splitlines()) == 3 and out.startswith("TIME")
     assert "Traceback" not in err and "Exception" not in err and "Broken" not in err, err
+
+
+def test_lost_records_are_reported() -> None:
+    """A one-page ring buffer, and the reader stopped for a second in a storm: losses are said, not hidden."""
+    with (
+        TestBed(loss_percent=10, offloads=False) as tb,
+        TraceProcess("--json", "--ring-buffer-kib", "4", "--netns", str(tb.client.inode)) as trace,
+    ):
+        before = settled_retranssegs(tb.client)
+        sender = threading.Thread(target=tb.send, kwargs={"flows": 8, "duration": 3})
+        sender.start()
+        time.sleep(1)
+        os.kill(trace.pid, signal.SIGSTOP)  # the reader falls behind; the kernel cannot wait for it
+        time.sleep(1)
+        os.kill(trace.pid, signal.SIGCONT)
+        sender.join()
+        kernel = settled_retranssegs(tb.client) - before
+        time.sleep(1.5)  # a lost-count check runs every second
+        assert trace.stop() == 0
+        events, segments, lost = final_stats(trace)
+        print(f"tiny ring buffer: RetransSegs {kernel}, traced {segments} in {events} records, lost {lost}")
+        assert lost > 0
+        assert re.search(r"^retransmon: \d+ records lost \(ring buffer full\)", trace.stderr, re.M)
+        assert segments_in(records(trace), tb.client) == segments < kernel
