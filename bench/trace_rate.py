@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
+from bench.machine import describe
+from bench.procstat import cpu_seconds
 from retransmon.bpf import libbpf
 from retransmon.testbed import NetNamespace, TestBed, tcp_counters
 from retransmon.testbed.tracer import TraceProcess
@@ -44,28 +46,6 @@ class Result:
     bpf_ns_per_run: float  # tp_btf/tcp_retransmit_skb, as the kernel measures it
     bpf_runs: int
     recursion_misses: int
-
-
-def machine() -> dict[str, str]:
-    model = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": model,
-        "cores": str(os.cpu_count()),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "libbpf": libbpf.version(),
-    }
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def prog_ids(pid: int) -> list[int]:
@@ -202,6 +182,43 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def run(loads: list[tuple[int, float]] | None = None, seconds: float = 8.0) -> dict[str, Any]:
+    """Every load in turn (root); the raw numbers, for report() and bench/results/trace.json."""
+    decode_us = user_space_cost()
+    stats_fd = libbpf.enable_run_time_stats()
+    results = []
+    try:
+        for flows, loss in loads or LOADS:
+            result = run_load(flows, loss, seconds)
+            print(json.dumps(asdict(result)), flush=True)
+            results.append(result)
+    finally:
+        os.close(stats_fd)
+    return {
+        "libbpf": libbpf.version(),
+        "decode_format_us": decode_us,
+        "results": [asdict(r) for r in results],
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    results = [Result(**r) for r in result["results"]]
+    clean = [r for r in results if r.lost == 0]
+    best = max(clean, key=lambda r: r.events_per_second) if clean else None
+    lines = [table(results), ""]
+    if best is not None:
+        lines.append(
+            f"Highest rate with nothing lost: {best.events_per_second:,} events/s "
+            f"({best.flows} flows, {best.loss_percent:g}% loss), "
+            f"{best.trace_cpu_us_per_event} us of trace CPU per event."
+        )
+    lines.append(
+        "Decoding and formatting one record in Python, without the kernel: "
+        f"{result['decode_format_us']:.2f} us."
+    )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.trace_rate", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="traffic per load (default 8)")
@@ -214,28 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.trace_rate needs root (BPF, network namespaces)", file=sys.stderr)
         return 1
     loads = [(int(x.split(":")[0]), float(x.split(":")[1])) for x in args.load] if args.load else list(LOADS)
-    info = machine()
+    info = {**describe(), "libbpf": libbpf.version()}
     print(", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
-    decode_us = user_space_cost()
-    print(f"decode + JSON format in user space, no kernel: {decode_us:.2f} us per record", flush=True)
-    stats_fd = libbpf.enable_run_time_stats()
-    results = []
-    try:
-        for flows, loss in loads:
-            result = run_load(flows, loss, args.seconds)
-            print(json.dumps(asdict(result)), flush=True)
-            results.append(result)
-    finally:
-        os.close(stats_fd)
-    print(table(results))
+    result = run(loads, args.seconds)
+    print(report(result))
     if args.json:
         with open(args.json, "w") as f:
-            summary = {
-                "machine": info,
-                "decode_format_us": decode_us,
-                "results": [asdict(r) for r in results],
-            }
-            json.dump(summary, f, indent=1)
+            json.dump({"machine": info, **result}, f, indent=1)
     return 0
 
 

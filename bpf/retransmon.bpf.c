@@ -34,16 +34,10 @@ const volatile bool use_sk_storage = true;  /* exact per-socket accounting */
 const volatile bool has_sk_cgroup = true;   /* sock_cgroup_data.cgroup exists */
 const volatile __u32 flow_capacity = 16384; /* full flows per table, then coarse keys */
 
-/* Per-socket accounting state. */
+/* Per-socket retransmit accounting state (socket storage; handlers hold the socket lock). */
 struct sock_state {
 	__u32 retrans_seen; /* the part of total_retrans already accounted */
 	__u32 flags;
-	/*
-	 * The part of segs_out already accounted (low 32 bits) and SENT_* bits.
-	 * Written only by compare-and-swap once valid: the harvest-time iterator
-	 * runs without the socket lock, concurrently with the close handler.
-	 */
-	__u64 sent_seen;
 	__u32 owner_pid;
 	__u16 lport; /* local port, kept for the close: the kernel unbinds it first */
 	__u16 pad;
@@ -52,16 +46,49 @@ struct sock_state {
 #define SOCK_STATE_BASELINE 0x1 /* retrans_seen is valid */
 #define SOCK_STATE_PASSIVE 0x2  /* accepted from a listener */
 
-#define SENT_VALID (1ULL << 62)  /* sent_seen holds a baseline */
-#define SENT_CLOSED (1ULL << 63) /* accounted at close: nothing more to add */
-#define SENT_CAS_TRIES 4
-
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct sock_state);
 } sock_states SEC(".maps");
+
+/*
+ * Per-socket segments-sent accounting state, keyed by the socket's address.
+ * Not socket storage: the harvest iterator reaches sockets through
+ * bpf_sock_from_file(), and some kernels (6.18 builds among them) hand it
+ * sock->sk as an untrusted pointer, which socket storage refuses. A hash
+ * keyed by address works everywhere; the close handler deletes the entry.
+ *
+ * `word` packs SENT_VALID, SENT_CLOSED, a tag of the socket's address and
+ * the part of segs_out already accounted (low 32 bits). It is written only
+ * by compare-and-swap: the iterator runs without the socket lock,
+ * concurrently with the close handler, and a deleted entry may be reused
+ * for another socket while the iterator still holds it; the tag makes such
+ * an entry fail the check instead of being added to.
+ */
+struct sent_state {
+	__u64 word;
+	__u32 owner_pid; /* known when the iterator found the socket first */
+	__u16 lport;     /* kept for the close, like sock_state.lport */
+	__u8 passive;    /* accepted from a listener */
+	__u8 pad;
+	char owner_comm[RM_COMM_LEN];
+};
+
+#define SENT_VALID (1ULL << 62)  /* word holds a baseline */
+#define SENT_CLOSED (1ULL << 63) /* accounted at close: nothing more to add */
+#define SENT_TAG_MASK (0x3fffffffULL << 32)
+#define SENT_SEEN_MASK 0xffffffffULL
+#define SENT_CAS_TRIES 4
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 262144); /* resized by user space */
+	__type(key, __u64);
+	__type(value, struct sent_state);
+} sent_states SEC(".maps");
 
 /* Two flow tables; one is live (in flow_tables[0]), the other drained by user space. */
 struct flow_table {
@@ -297,73 +324,122 @@ static __always_inline __u32 sock_segs_out(const struct sock *sk)
 	return BPF_CORE_READ((const struct tcp_sock *)sk, segs_out);
 }
 
-/* The flow key of a full socket: its addresses, cgroup, and what its record knows. */
-static __always_inline void key_for_sock(struct flow_key *key, struct sock *sk, const struct sock_state *st)
+/* The flow key of a full socket: its addresses and cgroup; lport if the kernel has unbound it. */
+static __always_inline void key_for_sock(struct flow_key *key, const struct sock *sk, __u16 lport, bool passive)
 {
 	key_from_common(key, &sk->__sk_common);
 	key->cgroup = sock_cgroup_id(sk);
-	if (!st)
-		return;
 	if (!key->lport)
-		key->lport = st->lport; /* at TCP_CLOSE inet_put_port() has zeroed it */
-	if (st->flags & SOCK_STATE_PASSIVE)
+		key->lport = lport; /* at TCP_CLOSE inet_put_port() has zeroed it */
+	if (passive)
 		key->flags |= RM_FLOW_PASSIVE;
+}
+
+static __always_inline __u16 sock_lport(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_num);
 }
 
 /* connect() picks the local port after SYN_SENT, and the close zeroes it: keep it when known. */
 static __always_inline void remember_port(struct sock_state *st, const struct sock *sk)
 {
-	__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u16 port = sock_lport(sk);
 
 	if (port)
 		st->lport = port;
 }
 
-/*
- * Count segments sent from now on (plus `already` sent before, e.g. a
- * SYN-ACK), unless the record has a baseline: the first to set it wins.
- */
-static __always_inline void sent_baseline(struct sock_state *st, const struct sock *sk, __u32 already)
+/* The socket's address as a number (the verifier allows no arithmetic on pointers). */
+static __always_inline __u64 sent_key_of(const struct sock *sk)
 {
-	if (!(st->sent_seen & SENT_VALID))
-		__sync_val_compare_and_swap(&st->sent_seen, 0, SENT_VALID | (__u32)(sock_segs_out(sk) - already));
+	__u64 addr = 0;
+
+	bpf_probe_read_kernel(&addr, sizeof(addr), &sk);
+	return addr;
+}
+
+/* 30 bits of the socket's address: tells a reused entry from this socket's. */
+static __always_inline __u64 sent_tag_of(__u64 addr)
+{
+	return (((addr >> 4) ^ (addr >> 34)) << 32) & SENT_TAG_MASK;
+}
+
+/*
+ * Start counting a socket's sent segments: from now on, plus `already`
+ * sent before (an accepted connection's SYN-ACKs). `replace` drops whatever
+ * entry the address had (connect(): a new connection on this socket);
+ * otherwise an existing baseline wins. Returns the entry, or NULL (and a
+ * lost-socket count) when the table is full.
+ */
+static __always_inline struct sent_state *sent_start(const struct sock *sk, __u32 already, bool replace)
+{
+	struct sent_state init = {};
+	struct sent_state *ss;
+	struct loss_counts *lost;
+	__u64 key = sent_key_of(sk);
+
+	init.word = SENT_VALID | sent_tag_of(key) | (__u32)(sock_segs_out(sk) - already);
+	init.lport = sock_lport(sk);
+	if (bpf_map_update_elem(&sent_states, &key, &init, replace ? BPF_ANY : BPF_NOEXIST) == 0 || !replace) {
+		ss = bpf_map_lookup_elem(&sent_states, &key);
+		if (ss)
+			return ss;
+	}
+	lost = loss_slot();
+	if (lost)
+		__sync_fetch_and_add(&lost->untracked_sockets, 1);
+	return NULL;
 }
 
 /*
  * Add the growth of segs_out since it was last accounted to the socket's
  * sent flow. The iterator (no socket lock) and the close handler may race
- * on one socket: whoever moves sent_seen with compare-and-swap accounts
+ * on one socket: whoever moves the word with compare-and-swap accounts
  * exactly the segments it moved it over, so nothing is counted twice; a
- * loser re-reads and retries. `closing` marks the record so that an
+ * loser re-reads and retries. `closing` marks the entry so that an
  * iterator still holding it accounts nothing after the socket is gone
- * (or reused by tcp_disconnect(), which resets segs_out).
+ * (or reused by tcp_disconnect(), which resets segs_out). Deltas are
+ * signed: a stale read never adds a wrapped-around number.
  */
-static __always_inline void account_sent(struct sock *sk, struct sock_state *st, bool closing)
+static __always_inline void account_sent(const struct sock *sk, struct sent_state *ss, bool closing)
 {
 	struct flow_key key = {};
-	__u64 seen, next;
+	__u64 word, next, tag = sent_tag_of(sent_key_of(sk));
 	__u32 now;
 	__s32 delta;
 	int i;
 
 	for (i = 0; i < SENT_CAS_TRIES; i++) {
-		seen = *(volatile __u64 *)&st->sent_seen;
-		if (!(seen & SENT_VALID) || (seen & SENT_CLOSED))
+		word = *(volatile __u64 *)&ss->word;
+		if (!(word & SENT_VALID) || (word & SENT_CLOSED) || (word & SENT_TAG_MASK) != tag)
 			return;
 		now = sock_segs_out(sk);
-		delta = (__s32)(now - (__u32)seen);
+		delta = (__s32)(now - (__u32)(word & SENT_SEEN_MASK));
 		if (delta <= 0 && !closing)
 			return;
-		next = SENT_VALID | now | (closing ? SENT_CLOSED : 0);
-		if (__sync_val_compare_and_swap(&st->sent_seen, seen, next) != seen)
+		next = SENT_VALID | tag | now | (closing ? SENT_CLOSED : 0);
+		if (__sync_val_compare_and_swap(&ss->word, word, next) != word)
 			continue;
 		if (delta <= 0)
 			return;
-		key_for_sock(&key, sk, st);
+		key_for_sock(&key, sk, ss->lport, ss->passive);
 		key.kind = RM_KIND_SENT;
 		account(&key, 0, delta);
 		return;
 	}
+}
+
+/* At TCP_CLOSE (and when the iterator finds a closed socket): account the rest, drop the entry. */
+static __always_inline void sent_finish(const struct sock *sk)
+{
+	__u64 key = sent_key_of(sk);
+	struct sent_state *ss;
+
+	ss = bpf_map_lookup_elem(&sent_states, &key);
+	if (!ss)
+		return;
+	account_sent(sk, ss, true);
+	bpf_map_delete_elem(&sent_states, &key);
 }
 
 /*
@@ -385,6 +461,21 @@ static __always_inline __u32 retrans_delta(struct sock *sk, struct sock_state *s
 	return delta;
 }
 
+/*
+ * A socket first seen at a retransmit (it existed before we attached): count
+ * its sent segments from here, this retransmit included, and take the owner
+ * the iterator may have found for it.
+ */
+static __always_inline void first_seen(struct sock_state *st, const struct sock *sk, __u32 counted_now)
+{
+	struct sent_state *ss = sent_start(sk, counted_now, false);
+
+	if (ss && !st->owner_pid && ss->owner_pid) {
+		st->owner_pid = ss->owner_pid;
+		__builtin_memcpy(st->owner_comm, ss->owner_comm, sizeof(st->owner_comm));
+	}
+}
+
 static __always_inline void handle_retransmit(struct sock *sk, const struct sk_buff *skb, int err, __u8 kind,
 					      __u8 state)
 {
@@ -399,14 +490,14 @@ static __always_inline void handle_retransmit(struct sock *sk, const struct sk_b
 		st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		if (st) {
 			remember_port(st, sk);
+			if (!(st->flags & SOCK_STATE_BASELINE))
+				first_seen(st, sk, counted_now);
 			segments = retrans_delta(sk, st, counted_now);
-			/* First seen here (existed before we attached): this retransmit is sent too. */
-			sent_baseline(st, sk, counted_now);
 		}
 	}
 	if (!segments)
 		return;
-	key_for_sock(&key, sk, st);
+	key_for_sock(&key, sk, st ? st->lport : 0, st && (st->flags & SOCK_STATE_PASSIVE));
 	key.state = state;
 	key.kind = kind;
 	emit_event(&key, segments, 0, st);
@@ -511,7 +602,9 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_btf_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
 	struct flow_key key = {};
+	struct sent_state *ss;
 	struct sock_state *st;
+	__u64 key64;
 	__u32 delta;
 
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
@@ -528,9 +621,10 @@ int BPF_PROG(tp_btf_inet_sock_set_state, struct sock *sk, int oldstate, int news
 			return 0;
 		st->retrans_seen = sock_total_retrans(sk);
 		st->flags |= SOCK_STATE_BASELINE;
-		/* segs_out is 0 here (fresh, or reset by tcp_disconnect): the SYN is counted. */
-		st->sent_seen = SENT_VALID | sock_segs_out(sk);
 		remember_owner(st);
+		/* segs_out is 0 here (fresh, or reset by tcp_disconnect): the SYN is counted. */
+		if (newstate == TCP_SYN_SENT)
+			sent_start(sk, 0, true);
 		return 0;
 	}
 	if (newstate == TCP_ESTABLISHED && oldstate == TCP_SYN_RECV) {
@@ -544,8 +638,9 @@ int BPF_PROG(tp_btf_inet_sock_set_state, struct sock *sk, int oldstate, int news
 		 * The listener sent this connection's SYN-ACK and total_retrans
 		 * retransmits of it; none is in any socket's segs_out. Count them.
 		 */
-		if (st)
-			sent_baseline(st, sk, 1 + sock_total_retrans(sk));
+		ss = sent_start(sk, 1 + sock_total_retrans(sk), false);
+		if (ss)
+			ss->passive = 1;
 		if (st) {
 			st->flags |= SOCK_STATE_PASSIVE;
 			remember_port(st, sk);
@@ -557,23 +652,27 @@ int BPF_PROG(tp_btf_inet_sock_set_state, struct sock *sk, int oldstate, int news
 		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 		if (st)
 			remember_port(st, sk);
+		key64 = sent_key_of(sk);
+		ss = bpf_map_lookup_elem(&sent_states, &key64);
+		if (ss && sock_lport(sk))
+			ss->lport = sock_lport(sk);
 		return 0;
 	}
 
+	sent_finish(sk);
 	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 	if (!st)
 		return 0;
 	if (st->flags & SOCK_STATE_BASELINE) {
 		delta = sock_total_retrans(sk) - st->retrans_seen;
 		if (delta) {
-			key_for_sock(&key, sk, st);
+			key_for_sock(&key, sk, st->lport, st->flags & SOCK_STATE_PASSIVE);
 			key.state = oldstate;
 			key.kind = RM_KIND_RETRANSMIT;
 			emit_event(&key, delta, RM_EVENT_RECONCILED, st);
 			account(&key, 0, delta);
 		}
 	}
-	account_sent(sk, st, true);
 	/* tcp_disconnect() may reuse the socket; it starts over at SYN_SENT. */
 	bpf_sk_storage_delete(&sock_states, sk);
 	return 0;
@@ -584,19 +683,21 @@ int BPF_PROG(tp_btf_inet_sock_set_state, struct sock *sk, int oldstate, int news
  * process, in all network namespaces (no setns needed): for each TCP socket
  * held by a process, the segments it sent since the last harvest land in
  * the live flow table before user space swaps it out. A socket seen here for
- * the first time (older than the agent, in any namespace) gets its record
+ * the first time (older than the agent, in any namespace) gets its entry
  * and a baseline. Sockets held by no process (orphans closing, kernel users)
- * are accounted when they close. The socket is not locked here: see
- * account_sent() for how this and the close handler share a record.
+ * are accounted when they close. The socket is not locked here, and its
+ * pointer may be untrusted (read with probes, never passed to helpers): see
+ * account_sent() for how this and the close handler share an entry.
  */
 SEC("iter/task_file")
 int iter_sent_segments(struct bpf_iter__task_file *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
-	struct sock_state *st;
+	struct sent_state *ss;
 	struct socket *sock;
 	struct sock *sk;
+	__u64 key;
 	__u16 family;
 	int state;
 
@@ -605,30 +706,41 @@ int iter_sent_segments(struct bpf_iter__task_file *ctx)
 	sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
-	sk = sock->sk;
+	sk = BPF_CORE_READ(sock, sk);
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
-	if (st) {
-		remember_port(st, sk);
-		account_sent(sk, st, false);
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	key = sent_key_of(sk);
+	ss = bpf_map_lookup_elem(&sent_states, &key);
+	if (ss) {
+		if (state == TCP_CLOSE) {
+			/* Closed while we were adding its entry (below): finish it now. */
+			sent_finish(sk);
+			return 0;
+		}
+		if (sock_lport(sk))
+			ss->lport = sock_lport(sk);
+		account_sent(sk, ss, false);
 		return 0;
 	}
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	if (state == TCP_CLOSE || state == TCP_LISTEN)
 		return 0; /* nothing to send yet: connect()/accept() will take the baseline */
-	st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st)
+	ss = sent_start(sk, 0, false);
+	if (!ss)
 		return 0;
-	if (!st->owner_pid) {
-		st->owner_pid = BPF_CORE_READ(task, tgid);
-		bpf_core_read(st->owner_comm, sizeof(st->owner_comm), &task->comm);
+	if (!ss->owner_pid) {
+		ss->owner_pid = BPF_CORE_READ(task, tgid);
+		BPF_CORE_READ_STR_INTO(&ss->owner_comm, task, comm);
 	}
-	remember_port(st, sk);
-	sent_baseline(st, sk, 0);
+	/*
+	 * The close handler may have run between our state read and the insert
+	 * (it fires before the state changes): then nobody else would delete it.
+	 */
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE)
+		sent_finish(sk);
 	return 0;
 }
 

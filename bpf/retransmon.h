@@ -81,11 +81,12 @@ struct runtime_settings {
 	__u32 pad;
 };
 
-/* Ring buffer records that could not be reserved, and flow updates with no room. */
+/* Ring buffer records that could not be reserved, flow updates and sockets with no room. */
 struct loss_counts {
 	__u64 events_lost;        /* ring buffer full */
 	__u64 unaccounted_events; /* flow table and coarse reserve both full */
 	__u64 unaccounted_segments;
+	__u64 untracked_sockets; /* socket table full: their sent segments are not counted */
 };
 
 #endif /* __RETRANSMON_H */

@@ -152,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="distinct flows the kernel table holds per harvest before folding (default 16384)",
     )
+    serve.add_argument(
+        "--socket-capacity",
+        type=_positive_int,
+        default=262144,
+        metavar="N",
+        help="TCP sockets whose segments sent the kernel tracks at once; memory is used only "
+        "per socket tracked (default 262144)",
+    )
     _add_common(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -235,6 +243,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_series=args.max_series,
         harvest_interval=args.harvest_interval,
         flow_capacity=args.flow_capacity,
+        socket_capacity=args.socket_capacity,
         hooks=args.hooks,
         series_ttl=args.series_ttl,
     )

@@ -1,4 +1,10 @@
-"""prometheus_client Collector: a snapshot in, metric families out."""
+"""prometheus_client Collector: a snapshot in, metric families out.
+
+The reference for every family retransmon exports. `serve` writes the three
+per-flow counter families itself (:mod:`retransmon.exposition`, much faster
+at 100,000 series) and asks this collector only for the rest
+(``series=False``); a unit test checks the two agree.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +27,11 @@ SENT_HELP = "TCP segments sent by this host, retransmissions included: the retra
 
 
 class RetransmonCollector(Collector):
-    def __init__(self, source: Callable[[], Snapshot], labels: tuple[str, ...]) -> None:
+    def __init__(self, source: Callable[[], Snapshot], labels: tuple[str, ...], series: bool = True) -> None:
         self._source = source
         self._labels = labels
         self._sent_labels = sent_labels(labels)
+        self._series = series  # False: the per-flow counter families are written elsewhere
 
     def describe(self) -> Iterable[Metric]:
         # Names only: registering must not trigger a harvest.
@@ -60,6 +67,11 @@ class RetransmonCollector(Collector):
             "retransmon_unaccounted_segments",
             "Retransmitted segments with no room in the flow table, not even in its reserve for folds.",
         )
+        untracked = CounterMetricFamily(
+            "retransmon_untracked_sockets",
+            "TCP sockets whose segments sent are not counted: the kernel's socket table was full "
+            "(raise --socket-capacity).",
+        )
         entries = GaugeMetricFamily(
             "retransmon_flow_map_entries",
             "Flows the kernel's flow table held at the last harvest.",
@@ -77,14 +89,13 @@ class RetransmonCollector(Collector):
             "retransmon_harvest_seconds", "Time spent draining the kernel's flow table."
         )
         families: list[Metric] = [
-            segments,
-            events,
-            sent,
+            *((segments, events, sent) if self._series else ()),
             build,
             attached,
             misses,
             lost,
             unaccounted,
+            untracked,
             entries,
             capacity,
             overflow,
@@ -94,11 +105,12 @@ class RetransmonCollector(Collector):
         if snap is None:
             return families
 
-        for s in snap.retransmits:
-            segments.add_metric(list(s.labels), s.segments)
-            events.add_metric(list(s.labels), s.events)
-        for s in snap.sent:
-            sent.add_metric(list(s.labels), s.segments)
+        if self._series:
+            for s in snap.retransmits:
+                segments.add_metric(list(s.labels), s.segments)
+                events.add_metric(list(s.labels), s.events)
+            for s in snap.sent:
+                sent.add_metric(list(s.labels), s.segments)
         build.add_metric(
             [
                 __version__,
@@ -115,6 +127,7 @@ class RetransmonCollector(Collector):
             misses.add_metric([program], n)
         lost.add_metric([], snap.events_lost)
         unaccounted.add_metric([], snap.unaccounted_segments)
+        untracked.add_metric([], snap.untracked_sockets)
         entries.add_metric([], snap.flow_entries)
         capacity.add_metric([], snap.flow_capacity)
         overflow.add_metric([], snap.series_folded)

@@ -38,7 +38,12 @@ log = logging.getLogger(__name__)
 
 LOSS_COUNTS = Layout(
     "loss_counts",
-    [Field("events_lost", "Q"), Field("unaccounted_events", "Q"), Field("unaccounted_segments", "Q")],
+    [
+        Field("events_lost", "Q"),
+        Field("unaccounted_events", "Q"),
+        Field("unaccounted_segments", "Q"),
+        Field("untracked_sockets", "Q"),
+    ],
 )
 ZERO_U32 = (0).to_bytes(4, "little")
 
@@ -52,6 +57,7 @@ class Snapshot:
     events_lost: int
     unaccounted_events: int
     unaccounted_segments: int
+    untracked_sockets: int
     series_folded: int
     flow_entries: int
     flow_capacity: int
@@ -68,6 +74,7 @@ class Losses:
     events_lost: int = 0
     unaccounted_events: int = 0
     unaccounted_segments: int = 0
+    untracked_sockets: int = 0
 
 
 @dataclass
@@ -151,10 +158,11 @@ class Harvester:
         per_cpu = libbpf.map_lookup_percpu(self._bpf.map_fd("losses"), ZERO_U32, LOSS_COUNTS.size)
         total = Losses()
         for raw in per_cpu or []:
-            lost, ev, seg = LOSS_COUNTS.unpack(raw)
+            lost, ev, seg, sockets = LOSS_COUNTS.unpack(raw)
             total.events_lost += lost
             total.unaccounted_events += ev
             total.unaccounted_segments += seg
+            total.untracked_sockets += sockets
         return total
 
     def _read_listeners(self) -> set[tuple[int, int]]:
@@ -177,6 +185,7 @@ class Harvester:
                 events_lost=st.losses.events_lost,
                 unaccounted_events=st.losses.unaccounted_events,
                 unaccounted_segments=st.losses.unaccounted_segments,
+                untracked_sockets=st.losses.untracked_sockets,
                 series_folded=self.retransmits.folded_records + self.sent.folded_records,
                 flow_entries=st.last_entries,
                 flow_capacity=self._bpf.options.flow_capacity,

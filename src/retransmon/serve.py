@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from retransmon.bpf.program import ProgramOptions, RetransmonBPF
 from retransmon.cgroups import CgroupResolver
-from retransmon.collector import RetransmonCollector
+from retransmon.exposition import AgentExposition
 from retransmon.harvester import Harvester, HarvestTimer
 from retransmon.labels import Projector, parse_labels, sent_labels
 from retransmon.listening import ListeningPorts, scan_proc
@@ -27,6 +27,7 @@ class ServeOptions:
     max_series: int = 10000
     harvest_interval: float = 5.0
     flow_capacity: int = 16384
+    socket_capacity: int = 262144
     hooks: str = "auto"
     series_ttl: float | None = None  # seconds a series may stay idle before it is dropped
 
@@ -37,7 +38,7 @@ class Agent:
 
     bpf: RetransmonBPF
     harvester: Harvester
-    registry: CollectorRegistry
+    exposition: AgentExposition
 
     def close(self) -> None:
         self.bpf.close()
@@ -46,7 +47,13 @@ class Agent:
 def build_agent(options: ServeOptions) -> Agent:
     """Load and attach the BPF programs and build the metrics pipeline around them."""
     labels = parse_labels(options.labels)
-    bpf = RetransmonBPF(ProgramOptions(hooks=options.hooks, flow_capacity=options.flow_capacity))
+    bpf = RetransmonBPF(
+        ProgramOptions(
+            hooks=options.hooks,
+            flow_capacity=options.flow_capacity,
+            socket_capacity=options.socket_capacity,
+        )
+    )
     bpf.start()
     try:
         listening = ListeningPorts()
@@ -59,29 +66,27 @@ def build_agent(options: ServeOptions) -> Agent:
             sent=SeriesTable(sent_labels(labels), options.max_series, options.series_ttl),
             listening=listening,
         )
-        registry = CollectorRegistry()
-        registry.register(RetransmonCollector(harvester.snapshot, labels))
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
+        exposition = AgentExposition(
+            harvester.snapshot, labels, [ProcessCollector(registry=None), PlatformCollector(registry=None)]
+        )
     except BaseException:
         bpf.close()
         raise
-    return Agent(bpf, harvester, registry)
+    return Agent(bpf, harvester, exposition)
 
 
 def serve(options: ServeOptions, stop: threading.Event) -> None:
     """Serve until *stop* is set; always detaches before returning."""
     host, port = parse_listen(options.listen)
     parse_labels(options.labels)  # bad input fails before anything is loaded
-    registry_holder = CollectorRegistry()
-    server = MetricsServer(host, port, registry_holder)  # a busy port fails before BPF is loaded
+    server = MetricsServer(host, port, CollectorRegistry())  # a busy port fails before BPF is loaded
     try:
         agent = build_agent(options)
     except BaseException:
         server.server_close()
         raise
     try:
-        server.registry = agent.registry
+        server.exposition = agent.exposition
         timer = HarvestTimer(agent.harvester, options.harvest_interval)
         timer.start()
         thread = server.serve_in_thread()

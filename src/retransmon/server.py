@@ -18,10 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from retransmon import __version__
 from retransmon.errors import EnvironmentProblem, UsageError
+from retransmon.exposition import Exposition, RegistryExposition
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +122,8 @@ class MetricsHandler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
     def _metrics(self) -> None:
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
         try:
-            body = encoder(self.server.registry)
+            body, content_type = self.server.exposition.render(self.headers.get("Accept", ""))
         except Exception:
             log.exception("collecting metrics failed")
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"collecting metrics failed\n", "text/plain")
@@ -145,11 +144,13 @@ class MetricsServer(ThreadingHTTPServer):
         self,
         host: str,
         port: int,
-        registry: CollectorRegistry,
+        metrics: Exposition | CollectorRegistry,
         request_timeout: float = 10.0,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
-        self.registry = registry
+        self.exposition: Exposition = (
+            RegistryExposition(metrics) if isinstance(metrics, CollectorRegistry) else metrics
+        )
         self.request_timeout = request_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
         self.address_family = _family_for(host)

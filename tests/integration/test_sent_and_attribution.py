@@ -322,3 +322,25 @@ def test_series_ttl_drops_idle_series() -> None:
         left = series(later, RETRANS, tb.client) + series(later, SENT, tb.client)
         print(f"ttl: {len(left)} series of the idle namespace left {ttl + 1.5:g} s after it went quiet")
         assert left == []
+
+
+def test_full_socket_table_is_counted_and_retransmits_stay_exact() -> None:
+    """--socket-capacity 4: most sockets find no room to track their segments sent. That is exported
+    (retransmon_untracked_sockets_total), sent segments read low, never high, and retransmitted
+    segments, which do not need that table, are still exact."""
+    with (
+        AgentProcess("--labels", "netns", "--socket-capacity", "4") as agent,
+        TestBed(loss_percent=10, offloads=False) as tb,
+    ):
+        (c0, s0), (before,) = settle([agent], [tb.client, tb.server])
+        result = tb.send(flows=10, duration=0, connections=40)
+        assert result["connections"] == 40 and result["errors"] == 0, result
+        (c1, s1), (after,) = settle([agent], [tb.client, tb.server])
+        untracked = total(after, "retransmon_untracked_sockets_total")
+        sent = ours(after, SENT, tb.client) - ours(before, SENT, tb.client)
+        retrans = ours(after, RETRANS, tb.client) - ours(before, RETRANS, tb.client)
+        print(f"socket table of 4: {untracked:g} sockets untracked, sent {sent} of {c1[0] - c0[0]}")
+        assert untracked >= 40
+        assert sent < c1[0] - c0[0]
+        assert retrans == c1[1] - c0[1] > 0
+        assert ours(after, RETRANS, tb.server) - ours(before, RETRANS, tb.server) == s1[1] - s0[1]

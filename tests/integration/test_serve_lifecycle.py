@@ -18,12 +18,14 @@ from .conftest import bpf_link_ids
 def test_signal_detaches_and_exits_zero(sig: signal.Signals) -> None:
     before = bpf_link_ids()
     agent = AgentProcess()
-    running = bpf_link_ids()
-    assert len(running - before) == 4, (
-        "three tracepoints and the sent-segments iterator attached while serving"
-    )
-    started = time.monotonic()
-    code = agent.stop(sig)
+    try:
+        running = bpf_link_ids()
+        assert len(running - before) == 4, (
+            "three tracepoints and the sent-segments iterator attached while serving"
+        )
+        started = time.monotonic()
+    finally:
+        code = agent.stop(sig)  # stopped even when an assertion above fails
     assert code == 0, agent.stderr
     assert time.monotonic() - started < 5
     assert "Traceback" not in agent.stderr
@@ -33,8 +35,10 @@ def test_signal_detaches_and_exits_zero(sig: signal.Signals) -> None:
 def test_sigkill_leaves_nothing_attached() -> None:
     before = bpf_link_ids()
     agent = AgentProcess()
-    assert bpf_link_ids() - before
-    agent.stop(signal.SIGKILL)
+    try:
+        assert bpf_link_ids() - before
+    finally:
+        agent.stop(signal.SIGKILL)
     # Nothing is pinned: the kernel drops the links with the process's file descriptors.
     deadline = time.monotonic() + 5
     while bpf_link_ids() - before and time.monotonic() < deadline:

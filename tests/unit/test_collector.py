@@ -47,6 +47,7 @@ def _snapshot(**changes: Any) -> Snapshot:
         events_lost=5,
         unaccounted_events=2,
         unaccounted_segments=9,
+        untracked_sockets=6,
         series_folded=11,
         flow_entries=42,
         flow_capacity=16384,
@@ -159,6 +160,7 @@ def test_no_recursion_misses_series_when_detached() -> None:
     [
         ("retransmon_events_lost_total", 5),
         ("retransmon_unaccounted_segments_total", 9),
+        ("retransmon_untracked_sockets_total", 6),
         ("retransmon_flow_map_entries", 42),
         ("retransmon_flow_map_capacity", 16384),
         ("retransmon_series_overflow_total", 11),
@@ -181,6 +183,7 @@ def test_health_values(name: str, value: float) -> None:
         ("retransmon_bpf_recursion_misses", "counter"),
         ("retransmon_events_lost", "counter"),
         ("retransmon_unaccounted_segments", "counter"),
+        ("retransmon_untracked_sockets", "counter"),
         ("retransmon_flow_map_entries", "gauge"),
         ("retransmon_flow_map_capacity", "gauge"),
         ("retransmon_series_overflow", "counter"),
@@ -338,7 +341,7 @@ def _fake_libbpf(batches: list[list[tuple[bytes, bytes]]], listeners: list[bytes
         return None
 
     def losses(_fd: int, _key: bytes, _size: int) -> list[bytes]:
-        return [LOSS_COUNTS.pack(1, 0, 2), LOSS_COUNTS.pack(3, 0, 4)]
+        return [LOSS_COUNTS.pack(1, 0, 2, 5), LOSS_COUNTS.pack(3, 0, 4, 0)]
 
     def keys(fd: int, _size: int) -> list[bytes]:
         return listeners if fd == 7 else []
@@ -392,6 +395,7 @@ def test_harvest_feeds_retransmit_series_and_losses(monkeypatch: pytest.MonkeyPa
     assert get("retransmon_flow_map_entries") == 2  # the meta entry is not a flow
     assert get("retransmon_events_lost_total") == 4  # summed over CPUs
     assert get("retransmon_unaccounted_segments_total") == 6
+    assert get("retransmon_untracked_sockets_total") == 5
     assert get("retransmon_harvests_total") == 1
     assert (
         get(

@@ -104,6 +104,7 @@ def object_path() -> str:
 class ProgramOptions:
     hooks: str = "auto"
     flow_capacity: int = 16384  # distinct flows per harvest interval before folding
+    socket_capacity: int = 262144  # TCP sockets whose segments sent are tracked at once
     ring_buffer_bytes: int = 4096  # one page unless a reader wants events
     coarse_reserve: int = COARSE_RESERVE
 
@@ -215,6 +216,7 @@ class RetransmonBPF:
         size = self.options.flow_capacity + self.options.coarse_reserve + 1
         for name in ("flows_a", "flows_b"):
             obj.map(name).set_max_entries(size)
+        obj.map("sent_states").set_max_entries(self.options.socket_capacity)
         obj.map("events").set_max_entries(_ring_size(self.options.ring_buffer_bytes))
         obj.load()
         self.tables = FlowTables(
