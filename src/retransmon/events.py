@@ -50,12 +50,10 @@ RETRANS_EVENT = Layout(
 RUNTIME_SETTINGS = Layout("runtime_settings", [Field("events_wanted", "I"), Field("pad", "I")])
 
 _OFF = RETRANS_EVENT.offsets
-# The per-event fields, read without unpacking the whole record.
-_TS = struct.Struct("=Q")
-_SEGMENTS = struct.Struct("=I")
-_FLAGS_AT = _OFF["flags"]
-# Everything but ts_ns, segments and flags: the same for every record of one flow and owner.
-_ID_SLICES = ((_OFF["cgroup"], _OFF["segments"]), (_OFF["family"], _OFF["flags"]), (_OFF["comm"], None))
+# The per-record fields (ts_ns, segments, flags) in one unpack, skipping the rest.
+PER_RECORD = struct.Struct(f"=Q{_OFF['segments'] - 8}xI{_OFF['flags'] - _OFF['segments'] - 4}xB")
+# Everything else (the flow and its owner) is the same for every record of one flow: the cache key.
+_K1, _K2, _K3, _K4, _K5 = _OFF["cgroup"], _OFF["segments"], _OFF["family"], _OFF["flags"], _OFF["comm"]
 _CACHE_LIMIT = 65536
 
 
@@ -120,7 +118,8 @@ def decode_flow_part(raw: bytes) -> EventFlow:
 
 
 def flow_key_of(raw: bytes) -> bytes:
-    return b"".join(raw[a:b] for a, b in _ID_SLICES)
+    """The bytes of a record that identify its flow and owner (all but ts_ns, segments, flags)."""
+    return raw[_K1:_K2] + raw[_K3:_K4] + raw[_K5:]
 
 
 class EventDecoder:
@@ -139,13 +138,8 @@ class EventDecoder:
             if len(self._flows) >= _CACHE_LIMIT:
                 self._flows.clear()
             self._flows[key] = flow
-        return Event(
-            boot_ns=_TS.unpack_from(raw, 0)[0],
-            segments=_SEGMENTS.unpack_from(raw, _OFF["segments"])[0],
-            reconciled=bool(raw[_FLAGS_AT] & EVENT_RECONCILED),
-            flow=flow,
-            key=key,
-        )
+        boot_ns, segments, flags = PER_RECORD.unpack_from(raw)
+        return Event(boot_ns, segments, bool(flags & EVENT_RECONCILED), flow, key)
 
 
 def encode_event(  # the inverse of decoding, for tests and benchmarks

@@ -14,7 +14,7 @@ from types import TracebackType
 
 from retransmon.bpf import libbpf
 from retransmon.bpf.program import ProgramOptions, RetransmonBPF
-from retransmon.events import DEFAULT_RING_BUFFER_BYTES, RUNTIME_SETTINGS, Event, EventDecoder
+from retransmon.events import DEFAULT_RING_BUFFER_BYTES, RUNTIME_SETTINGS
 from retransmon.harvester import LOSS_COUNTS, ZERO_U32
 
 log = logging.getLogger(__name__)
@@ -23,20 +23,19 @@ log = logging.getLogger(__name__)
 class EventStream:
     """Attached programs with a ring buffer reader; use as a context manager.
 
-    *on_event* is called for every record, from :meth:`poll`, in the caller's thread.
+    *on_record* is called with the bytes of every record (a struct retrans_event, see
+    retransmon.events), from :meth:`poll`, in the caller's thread.
     """
 
     def __init__(
         self,
-        on_event: Callable[[Event], None],
+        on_record: Callable[[bytes], None],
         hooks: str = "auto",
         ring_buffer_bytes: int = DEFAULT_RING_BUFFER_BYTES,
     ) -> None:
-        self._on_event = on_event
-        self._decoder = EventDecoder()
+        self._on_record = on_record
         self.bpf = RetransmonBPF(ProgramOptions(hooks=hooks, ring_buffer_bytes=ring_buffer_bytes))
         self._ring: libbpf.RingBuffer | None = None
-        self.records = 0  # records consumed
 
     def __enter__(self) -> EventStream:
         self.start()
@@ -50,15 +49,11 @@ class EventStream:
     def start(self) -> None:
         self.bpf.start()
         try:
-            self._ring = libbpf.RingBuffer(self.bpf.map_fd("events"), self._record)
+            self._ring = libbpf.RingBuffer(self.bpf.map_fd("events"), self._on_record)
             self._set_wanted(True)
         except BaseException:
             self.close()
             raise
-
-    def _record(self, raw: bytes) -> None:
-        self.records += 1
-        self._on_event(self._decoder.decode(raw))
 
     def _set_wanted(self, wanted: bool) -> None:
         libbpf.map_update(self.bpf.map_fd("settings"), ZERO_U32, RUNTIME_SETTINGS.pack(int(wanted), 0))

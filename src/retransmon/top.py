@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.text import Text
 
 from retransmon.eventfilter import CachedFilter, EventFilter
-from retransmon.events import DEFAULT_RING_BUFFER_BYTES, Event
+from retransmon.events import DEFAULT_RING_BUFFER_BYTES, EventDecoder
 from retransmon.stream import EventStream
 from retransmon.topmodel import FlowRow, TopModel
 from retransmon.trace import endpoint
@@ -192,11 +192,13 @@ class _Yield(Exception):
 class _Collector:
     def __init__(self, model: TopModel, event_filter: EventFilter) -> None:
         self.model = model
+        self._decoder = EventDecoder()
         self._filter = CachedFilter(event_filter)
         self._since_yield = 0
         self.draining = False
 
-    def on_event(self, event: Event) -> None:
+    def on_record(self, raw: bytes) -> None:
+        event = self._decoder.decode(raw)
         if self._filter.matches(event.key, event.flow):
             self.model.add(event)
         self._since_yield += 1
@@ -213,7 +215,7 @@ def run_top(options: TopOptions, stop: threading.Event, out: TextIO | None = Non
     interactive = out.isatty()
     console = Console(file=out) if interactive else None
     with (
-        EventStream(collector.on_event, options.hooks, options.ring_buffer_bytes) as stream,
+        EventStream(collector.on_record, options.hooks, options.ring_buffer_bytes) as stream,
         contextlib.ExitStack() as stack,
     ):
         live: Live | None = None

@@ -18,8 +18,18 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from retransmon.cgroups import UNKNOWN, CgroupResolver
-from retransmon.eventfilter import CachedFilter, EventFilter
-from retransmon.events import DEFAULT_RING_BUFFER_BYTES, BootClock, Event, EventFlow, Rfc3339
+from retransmon.eventfilter import EventFilter
+from retransmon.events import (
+    DEFAULT_RING_BUFFER_BYTES,
+    EVENT_RECONCILED,
+    PER_RECORD,
+    BootClock,
+    Event,
+    EventFlow,
+    Rfc3339,
+    decode_flow_part,
+    flow_key_of,
+)
 from retransmon.stream import EventStream
 
 POLL_MS = 100
@@ -60,12 +70,7 @@ class LocalClock:
         return self._text
 
 
-class _Cache(dict[bytes, str]):
-    def remember(self, key: bytes, value: str) -> str:
-        if len(self) >= CACHE_LIMIT:
-            self.clear()
-        self[key] = value
-        return value
+Prepared = tuple[str, str, str]  # the constant parts of one flow's lines
 
 
 class TextFormatter:
@@ -76,27 +81,24 @@ class TextFormatter:
     def __init__(self, clock: BootClock) -> None:
         self._clock = clock
         self._time = LocalClock()
-        self._cache = _Cache()
 
-    def _columns(self, flow: EventFlow) -> tuple[str, str]:
-        """(the part between TIME and T>, the part after T> up to SEGS) of a flow's lines."""
+    def prepare(self, flow: EventFlow) -> Prepared:
+        """(the part between TIME and T>, the part after T> up to SEGS, the T> mark) of a flow's lines."""
         pid = str(flow.pid) if flow.pid is not None else "-"
         comm = flow.comm if flow.comm is not None else "-"
         local = endpoint(flow.ip_version, flow.src_ip, flow.src_port)
         remote = endpoint(flow.ip_version, flow.dst_ip, flow.dst_port)
         left = f"{pid:<7} {comm[:12]:<12} {flow.ip_version:<2} {local:<21}"
         right = f"{remote:<21} {flow.state:<11} {flow.kind:<10}"
-        return left, right
+        return left, right, type_mark(flow, False)
+
+    def render(self, prepared: Prepared, boot_ns: int, segments: int, reconciled: bool) -> str:
+        left, right, mark = prepared
+        when = self._time.format(self._clock.wall_ns(boot_ns))
+        return f"{when:<8} {left} {'C>' if reconciled else mark} {right} {segments:>4}\n"
 
     def line(self, event: Event) -> str:
-        cached = self._cache.get(event.key)
-        if cached is None:
-            left, right = self._columns(event.flow)
-            cached = self._cache.remember(event.key, f"{left}\0{right}")
-        left, _, right = cached.partition("\0")
-        when = self._time.format(self._clock.wall_ns(event.boot_ns))
-        mark = type_mark(event.flow, event.reconciled)
-        return f"{when:<8} {left} {mark} {right} {event.segments:>4}\n"
+        return self.render(self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled)
 
 
 class JsonFormatter:
@@ -108,9 +110,8 @@ class JsonFormatter:
         self._clock = clock
         self._cgroup_path = cgroup_path
         self._time = Rfc3339()
-        self._cache = _Cache()
 
-    def _parts(self, flow: EventFlow) -> str:
+    def prepare(self, flow: EventFlow) -> Prepared:
         path = self._cgroup_path(flow.cgroup) if flow.cgroup else UNKNOWN
         head = {
             "ip_version": flow.ip_version,
@@ -127,15 +128,15 @@ class JsonFormatter:
             "pid": flow.pid,
             "comm": flow.comm,
         }
-        return json.dumps(head)[1:-1] + "\0" + json.dumps(tail)[1:-1]
+        return json.dumps(head)[1:-1], json.dumps(tail)[1:-1], ""
+
+    def render(self, prepared: Prepared, boot_ns: int, segments: int, reconciled: bool) -> str:
+        head, tail, _ = prepared
+        when = self._time.format(self._clock.wall_ns(boot_ns))
+        return f'{{"time": "{when}", {head}, "segments": {segments}, {tail}}}\n'
 
     def line(self, event: Event) -> str:
-        cached = self._cache.get(event.key)
-        if cached is None:
-            cached = self._cache.remember(event.key, self._parts(event.flow))
-        head, _, tail = cached.partition("\0")
-        when = self._time.format(self._clock.wall_ns(event.boot_ns))
-        return f'{{"time": "{when}", {head}, "segments": {event.segments}, {tail}}}\n'
+        return self.render(self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled)
 
 
 FlowId = tuple[int, int, str, int, str, int]  # netns, ip_version, src_ip, src_port, dst_ip, dst_port
@@ -154,13 +155,15 @@ class Counter:
     flows: dict[FlowId, FlowTotals] = field(default_factory=dict)
 
     def add(self, event: Event) -> None:
-        f = event.flow
+        self.add_flow(event.flow, event.segments, event.reconciled)
+
+    def add_flow(self, f: EventFlow, segments: int, reconciled: bool) -> None:
         key = (f.netns, f.ip_version, f.src_ip, f.src_port, f.dst_ip, f.dst_port)
         totals = self.flows.get(key)
         if totals is None:
             totals = self.flows[key] = FlowTotals()
-        totals.segments += event.segments
-        if not event.reconciled:
+        totals.segments += segments
+        if not reconciled:
             totals.events += 1
 
     def ranked(self) -> list[tuple[FlowId, FlowTotals]]:
@@ -208,6 +211,9 @@ class TraceStats:
     lost: int = 0  # records the kernel could not write (ring buffer full)
 
 
+_Entry = tuple[EventFlow, Prepared] | None
+
+
 class _Stop(Exception):
     """Raised from the record callback to leave a poll that keeps finding records."""
 
@@ -222,7 +228,7 @@ class Tracer:
         self.counter = Counter()
         self._stop = stop
         self._deadline = None if options.duration is None else time.monotonic() + options.duration
-        self._filter = CachedFilter(options.event_filter)
+        self._flows: dict[bytes, _Entry] = {}  # by flow_key_of(record); None: filtered out
         self._pending: list[str] = []
         self.draining = False  # reading what is left after records were switched off: never stop early
         self.formatter: TextFormatter | JsonFormatter = (
@@ -237,16 +243,30 @@ class Tracer:
             return POLL_MS
         return max(0, min(POLL_MS, int((self._deadline - time.monotonic()) * 1000)))
 
-    def on_event(self, event: Event) -> None:
-        if not self._filter.matches(event.key, event.flow):
+    def _learn(self, raw: bytes, key: bytes) -> _Entry:
+        """Decode, filter and prepare the lines of a flow seen for the first time (or again after a reset)."""
+        flow = decode_flow_part(raw)
+        entry = (flow, self.formatter.prepare(flow)) if self.options.event_filter.matches(flow) else None
+        if len(self._flows) >= CACHE_LIMIT:
+            self._flows.clear()
+        self._flows[key] = entry
+        return entry
+
+    def on_record(self, raw: bytes) -> None:
+        """One ring buffer record. The hot path: one cache lookup, one unpack, one format."""
+        key = flow_key_of(raw)
+        entry = self._flows[key] if key in self._flows else self._learn(raw, key)
+        if entry is None:
             self.stats.filtered += 1
             return
+        boot_ns, segments, flags = PER_RECORD.unpack_from(raw)
+        reconciled = bool(flags & EVENT_RECONCILED)
         self.stats.events += 1
-        self.stats.segments += event.segments
+        self.stats.segments += segments
         if self.options.count:
-            self.counter.add(event)
+            self.counter.add_flow(entry[0], segments, reconciled)
             return
-        self._pending.append(self.formatter.line(event))
+        self._pending.append(self.formatter.render(entry[1], boot_ns, segments, reconciled))
         if len(self._pending) >= BATCH_LINES:
             self.flush()
             if self.expired() and not self.draining:
@@ -268,7 +288,7 @@ def run_trace(options: TraceOptions, stop: threading.Event, out: TextIO, err: Te
     """Trace until *stop* is set or the duration ends; returns what was seen and lost."""
     clock = BootClock()
     tracer = Tracer(options, out, clock, stop)
-    with EventStream(tracer.on_event, options.hooks, options.ring_buffer_bytes) as stream:
+    with EventStream(tracer.on_record, options.hooks, options.ring_buffer_bytes) as stream:
         note = "" if stream.exact else " (per-event counting: segments of skipped runs are not recovered)"
         ready = f"Tracing TCP retransmits with hooks {stream.hooks}{note}. Ctrl-C to end."
         print(ready, file=err, flush=True)

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,7 @@ def v6(text: str) -> bytes:
     return ipaddress.ip_address(text).packed
 
 
-def event(
+def record(
     boot_ns: int = 1_500_000,
     segments: int = 3,
     *,
@@ -81,12 +82,15 @@ def event(
     comm: bytes = b"curl",
     netns: int = 4026532000,
     cgroup: int = 0,
-) -> Event:
-    raw = encode_event(
+) -> bytes:
+    return encode_event(
         boot_ns=boot_ns, cgroup=cgroup, netns=netns, pid=pid, segments=segments, family=family,
         state=state, kind=kind, lport=lport, rport=rport, flags=flags, comm=comm, laddr=laddr, raddr=raddr,
     )  # fmt: skip
-    return EventDecoder().decode(raw)
+
+
+def event(**fields: Any) -> Event:
+    return EventDecoder().decode(record(**fields))
 
 
 def test_fixed_clock() -> None:
@@ -167,17 +171,24 @@ def test_json_cached_flow_part_does_not_freeze_time_or_segments() -> None:
     assert (b["time"], b["segments"]) == ("2026-12-02T03:50:53.000000Z", 9)
 
 
-def test_json_cgroup_resolved_once_per_flow() -> None:
+def test_cgroup_resolved_once_per_flow(tmp_path: Path) -> None:
     calls: list[int] = []
 
     def path(cgroup_id: int) -> str:
         calls.append(cgroup_id)
         return "/a"
 
-    fmt = JsonFormatter(FixedClock(), path)
-    for i in range(5):
-        fmt.line(event(boot_ns=i, cgroup=11))
-    assert calls == [11]
+    with open(tmp_path / "out", "w") as out:
+        tracer = Tracer(TraceOptions(json=True), out, FixedClock(), threading.Event())
+        tracer.formatter = JsonFormatter(FixedClock(), path)
+        for i in range(5):
+            tracer.on_record(record(boot_ns=i, cgroup=11, segments=i + 1))
+        tracer.on_record(record(cgroup=12))
+        tracer.flush()
+    assert calls == [11, 12]
+    lines = [json.loads(x) for x in (tmp_path / "out").read_text().splitlines()]
+    assert [x["segments"] for x in lines] == [1, 2, 3, 4, 5, 3]  # the cache keeps no per-record field
+    assert {x["cgroup"] for x in lines} == {"/a"}
 
 
 @pytest.mark.parametrize(
@@ -231,9 +242,9 @@ def test_tracer_filters_counts_and_batches(tmp_path: Path) -> None:
     with open(out_path, "w") as out:
         options = TraceOptions(json=True, event_filter=EventFilter.from_args(ports=[5001]))
         tracer = Tracer(options, out, FixedClock(), threading.Event())
-        tracer.on_event(event(segments=2))
-        tracer.on_event(event(segments=5, rport=22))
-        tracer.on_event(event(segments=1, flags=1))
+        tracer.on_record(record(segments=2))
+        tracer.on_record(record(segments=5, rport=22))
+        tracer.on_record(record(segments=1, flags=1))
         assert out_path.read_text() == ""  # written in batches
         tracer.flush()
         lines = out_path.read_text().splitlines()
@@ -244,7 +255,7 @@ def test_tracer_filters_counts_and_batches(tmp_path: Path) -> None:
 def test_tracer_count_mode_prints_no_lines(tmp_path: Path) -> None:
     with open(tmp_path / "out", "w") as out:
         tracer = Tracer(TraceOptions(count=True), out, FixedClock(), threading.Event())
-        tracer.on_event(event(segments=2))
+        tracer.on_record(record(segments=2))
         tracer.flush()
     assert (tmp_path / "out").read_text() == ""
     assert "198.18.0.1:40000" in tracer.summary()
