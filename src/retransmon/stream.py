@@ -9,6 +9,7 @@ per CPU in ``losses.events_lost``; :meth:`EventStream.lost` sums them.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from types import TracebackType
 
@@ -18,6 +19,9 @@ from retransmon.events import DEFAULT_RING_BUFFER_BYTES, RUNTIME_SETTINGS
 from retransmon.harvester import LOSS_COUNTS, ZERO_U32
 
 log = logging.getLogger(__name__)
+
+BUSY_RECORDS = 64  # a poll that read this many records found the kernel busy writing
+BUSY_WAIT = 0.01  # seconds to let records gather after a busy poll
 
 
 class EventStream:
@@ -59,10 +63,18 @@ class EventStream:
         libbpf.map_update(self.bpf.map_fd("settings"), ZERO_U32, RUNTIME_SETTINGS.pack(int(wanted), 0))
 
     def poll(self, timeout_ms: int) -> int:
-        """Hand every waiting record to on_event, waiting up to timeout_ms for the first."""
+        """Hand every waiting record to on_record, waiting up to timeout_ms for the first.
+
+        After a busy poll, wait a little before the next one: records gather in the ring
+        buffer (10 ms of a 40,000 events/s storm is 400 records, 38 KB) and are read in one
+        go, instead of the kernel waking the reader for every few records.
+        """
         if self._ring is None:
             raise ValueError("event stream is closed")
-        return self._ring.poll(timeout_ms)
+        count = self._ring.poll(timeout_ms)
+        if count >= BUSY_RECORDS:
+            time.sleep(BUSY_WAIT)
+        return count
 
     def lost(self) -> int:
         """Records the kernel could not write because the ring buffer was full, all CPUs."""
