@@ -21,11 +21,17 @@ class TraceProcess:
     stop() sends SIGINT (Ctrl-C) and waits; stdout/stderr then hold everything it wrote.
     """
 
-    def __init__(self, *args: str, ready_timeout: float = 30.0, directory: str | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        ready_timeout: float = 30.0,
+        directory: str | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
         self._dir = tempfile.mkdtemp(prefix="rmtrace-", dir=directory)
         self.stdout_path = os.path.join(self._dir, "stdout")
         self.stderr_path = os.path.join(self._dir, "stderr")
-        self.argv = [*retransmon_command(), "trace", *args]
+        self.argv = [*prefix, *retransmon_command(), "trace", *args]  # prefix: e.g. ("nice", "-n", "-5")
         with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         self.returncode: int | None = None
