@@ -214,7 +214,21 @@ unaccounted:
 	}
 }
 
+/*
+ * Two ways to read kernel memory below. Hooks that get typed pointers (tp_btf,
+ * the iterator) load fields directly: one instruction each, checked by the
+ * verifier. The classic tracepoints get plain addresses, which only
+ * bpf_probe_read_kernel() (BPF_CORE_READ) may read: a helper call per field,
+ * several times slower. Hence the *_probed twins of the few readers those use.
+ */
 static __always_inline __u64 sock_cgroup_id(const struct sock *sk)
+{
+	if (!has_sk_cgroup)
+		return 0;
+	return sk->sk_cgrp_data.cgroup->kn->id;
+}
+
+static __always_inline __u64 sock_cgroup_id_probed(const struct sock *sk)
 {
 	if (!has_sk_cgroup)
 		return 0;
@@ -237,8 +251,44 @@ static __always_inline void unmap_v4(__u8 *a)
 	w[1] = w[2] = w[3] = 0;
 }
 
+/* IPv4 on a dual-stack socket: key it as IPv4, so folded keys keep the version. */
+static __always_inline void unmap_if_v4_mapped(struct flow_key *key)
+{
+	if (key->family == AF_INET6 && is_v4_mapped(key->raddr)) {
+		key->family = AF_INET;
+		unmap_v4(key->laddr);
+		unmap_v4(key->raddr);
+	}
+}
+
+static __always_inline void copy_v6(__u8 *dst, const struct in6_addr *src)
+{
+	__u32 *d = (__u32 *)dst;
+
+	d[0] = src->in6_u.u6_addr32[0];
+	d[1] = src->in6_u.u6_addr32[1];
+	d[2] = src->in6_u.u6_addr32[2];
+	d[3] = src->in6_u.u6_addr32[3];
+}
+
 /* Fill addresses, ports, family and netns from a socket or request socket. */
 static __always_inline void key_from_common(struct flow_key *key, const struct sock_common *skc)
+{
+	key->netns = skc->skc_net.net->ns.inum;
+	key->family = skc->skc_family;
+	key->lport = skc->skc_num;
+	key->rport = bpf_ntohs(skc->skc_dport);
+	if (key->family == AF_INET6) {
+		copy_v6(key->laddr, &skc->skc_v6_rcv_saddr);
+		copy_v6(key->raddr, &skc->skc_v6_daddr);
+		unmap_if_v4_mapped(key);
+	} else {
+		*(__u32 *)key->laddr = skc->skc_rcv_saddr;
+		*(__u32 *)key->raddr = skc->skc_daddr;
+	}
+}
+
+static __always_inline void key_from_common_probed(struct flow_key *key, const struct sock_common *skc)
 {
 	key->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
 	key->family = BPF_CORE_READ(skc, skc_family);
@@ -247,12 +297,7 @@ static __always_inline void key_from_common(struct flow_key *key, const struct s
 	if (key->family == AF_INET6) {
 		BPF_CORE_READ_INTO(&key->laddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
 		BPF_CORE_READ_INTO(&key->raddr, skc, skc_v6_daddr.in6_u.u6_addr8);
-		if (is_v4_mapped(key->raddr)) {
-			/* IPv4 on a dual-stack socket: key it as IPv4, so folded keys keep the version. */
-			key->family = AF_INET;
-			unmap_v4(key->laddr);
-			unmap_v4(key->raddr);
-		}
+		unmap_if_v4_mapped(key);
 	} else {
 		BPF_CORE_READ_INTO((__u32 *)key->laddr, skc, skc_rcv_saddr);
 		BPF_CORE_READ_INTO((__u32 *)key->raddr, skc, skc_daddr);
@@ -308,17 +353,29 @@ static __always_inline void emit_event(const struct flow_key *key, __u32 segment
 
 static __always_inline __u32 skb_segments(const struct sk_buff *skb)
 {
+	const struct tcp_skb_cb *cb = (const struct tcp_skb_cb *)&skb->cb[0];
+	__u16 segs = cb->tcp_gso_segs;
+
+	return segs ? segs : 1;
+}
+
+static __always_inline __u32 skb_segments_probed(const struct sk_buff *skb)
+{
 	struct tcp_skb_cb *cb = (struct tcp_skb_cb *)&skb->cb[0];
 	__u16 segs = BPF_CORE_READ(cb, tcp_gso_segs);
 
 	return segs ? segs : 1;
 }
 
+/* The hooks' own socket (a trusted pointer) seen as the tcp_sock it is. */
 static __always_inline __u32 sock_total_retrans(const struct sock *sk)
 {
-	return BPF_CORE_READ((const struct tcp_sock *)sk, total_retrans);
+	const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+
+	return tp ? tp->total_retrans : 0;
 }
 
+/* Probed: the iterator's socket pointer may be untrusted, which bpf_skc_to_tcp_sock() refuses. */
 static __always_inline __u32 sock_segs_out(const struct sock *sk)
 {
 	return BPF_CORE_READ((const struct tcp_sock *)sk, segs_out);
@@ -337,7 +394,7 @@ static __always_inline void key_for_sock(struct flow_key *key, const struct sock
 
 static __always_inline __u16 sock_lport(const struct sock *sk)
 {
-	return BPF_CORE_READ(sk, __sk_common.skc_num);
+	return sk->__sk_common.skc_num;
 }
 
 /* connect() picks the local port after SYN_SENT, and the close zeroes it: keep it when known. */
@@ -511,7 +568,7 @@ int BPF_PROG(tp_btf_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
 
 	if (has_err_arg)
 		err = (int)ctx[2];
-	handle_retransmit(sk, skb, err, RM_KIND_RETRANSMIT, BPF_CORE_READ(sk, __sk_common.skc_state));
+	handle_retransmit(sk, skb, err, RM_KIND_RETRANSMIT, sk->__sk_common.skc_state);
 	return 0;
 }
 
@@ -524,7 +581,7 @@ int BPF_PROG(tp_btf_tcp_retransmit_synack, struct sock *sk, struct request_sock 
 	 * A passive Fast Open socket retransmits its own SYN-ACK and raises its
 	 * total_retrans with RetransSegs; account it like any retransmit.
 	 */
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_LISTEN) {
+	if (sk->__sk_common.skc_state != TCP_LISTEN) {
 		handle_retransmit(sk, NULL, 0, RM_KIND_SYNACK, TCP_SYN_RECV);
 		return 0;
 	}
@@ -706,7 +763,7 @@ int iter_sent_segments(struct bpf_iter__task_file *ctx)
 	sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
-	sk = BPF_CORE_READ(sock, sk);
+	sk = sock->sk; /* untrusted on some kernels: fields can be loaded, helpers refuse it */
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -789,11 +846,11 @@ int tracepoint_tcp_retransmit_skb(void *ctx)
 	}
 	if (err)
 		return 0;
-	segments = skb_segments(skb);
-	key_from_common(&key, &sk->__sk_common);
+	segments = skb_segments_probed(skb);
+	key_from_common_probed(&key, &sk->__sk_common);
 	key.state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	key.kind = RM_KIND_RETRANSMIT;
-	key.cgroup = sock_cgroup_id(sk);
+	key.cgroup = sock_cgroup_id_probed(sk);
 	emit_event(&key, segments, 0, NULL);
 	account(&key, 1, segments);
 	return 0;
@@ -806,11 +863,11 @@ int tracepoint_tcp_retransmit_synack(struct trace_event_raw_tcp_retransmit_synac
 	const struct sock *sk = args->skaddr;
 	struct flow_key key = {};
 
-	key_from_common(&key, &req->__req_common);
+	key_from_common_probed(&key, &req->__req_common);
 	key.state = TCP_SYN_RECV;
 	key.kind = RM_KIND_SYNACK;
 	key.flags = RM_FLOW_PASSIVE;
-	key.cgroup = sock_cgroup_id(sk);
+	key.cgroup = sock_cgroup_id_probed(sk);
 	emit_event(&key, 1, 0, NULL);
 	account(&key, 1, 1);
 	return 0;
