@@ -47,7 +47,6 @@ class Result:
     bpf_runs: int
     recursion_misses: int
     nice: int = 0  # the trace process's nice value
-    reader: str = "auto"  # ring buffer reader: auto (mapped on x86-64) or libbpf
 
 
 def prog_ids(pid: int) -> list[int]:
@@ -89,12 +88,11 @@ def settled(ns: NetNamespace) -> int:
     raise RuntimeError(f"RetransSegs in {ns.name} never stopped moving")
 
 
-def run_load(flows: int, loss: float, seconds: float, nice: int = 0, reader: str = "auto") -> Result:
+def run_load(flows: int, loss: float, seconds: float, nice: int = 0) -> Result:
     prefix = ("nice", "-n", str(nice)) if nice else ()
-    env = {"RETRANSMON_RINGBUF": reader} if reader != "auto" else None
     with (
         TestBed(loss_percent=loss, offloads=False, prefix="rmbench") as tb,
-        TraceProcess("--json", prefix=prefix, env=env) as trace,
+        TraceProcess("--json", prefix=prefix) as trace,
     ):
         before = settled(tb.client)
         cpu0 = cpu_seconds(trace.pid)
@@ -134,7 +132,6 @@ def run_load(flows: int, loss: float, seconds: float, nice: int = 0, reader: str
             bpf_runs=runs,
             recursion_misses=bpf1[2] - bpf0[2],
             nice=nice,
-            reader=reader,
         )
 
 
@@ -173,13 +170,13 @@ def user_space_cost(records: int = 200_000) -> float:
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| flows | loss | nice | reader | events/s | events | lost | trace segments / RetransSegs "
-        "| trace CPU | CPU per event | BPF ns/run | skipped runs |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| flows | loss | nice | events/s | events | lost | trace segments / RetransSegs | trace CPU "
+        "| CPU per event | BPF ns/run | skipped runs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         lines.append(
-            f"| {r.flows} | {r.loss_percent:g}% | {r.nice} | {r.reader} | {r.events_per_second:,} "
+            f"| {r.flows} | {r.loss_percent:g}% | {r.nice} | {r.events_per_second:,} "
             f"| {r.events:,} | {r.lost} "
             f"| {r.segments:,} / {r.kernel_retranssegs:,} | {r.trace_cpu_seconds} s in {r.seconds} s "
             f"| {r.trace_cpu_us_per_event} us | {r.bpf_ns_per_run:.0f} | {r.recursion_misses} |"
@@ -187,22 +184,16 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def run(
-    loads: list[tuple[int, float]] | None = None,
-    seconds: float = 8.0,
-    nice: int = 0,
-    readers: tuple[str, ...] = ("auto",),
-) -> dict[str, Any]:
+def run(loads: list[tuple[int, float]] | None = None, seconds: float = 8.0, nice: int = 0) -> dict[str, Any]:
     """Every load in turn (root); the raw numbers, for report() and bench/results/trace.json."""
     decode_us = user_space_cost()
     stats_fd = libbpf.enable_run_time_stats()
     results = []
     try:
         for flows, loss in loads or LOADS:
-            for reader in readers:  # interleaved, so both see the same machine
-                result = run_load(flows, loss, seconds, nice, reader)
-                print(json.dumps(asdict(result)), flush=True)
-                results.append(result)
+            result = run_load(flows, loss, seconds, nice)
+            print(json.dumps(asdict(result)), flush=True)
+            results.append(result)
     finally:
         os.close(stats_fd)
     return {
@@ -237,9 +228,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--load", action="append", metavar="FLOWS:LOSS", help="e.g. 8:10 (default: a fixed series)"
     )
-    parser.add_argument(
-        "--reader", action="append", choices=("auto", "libbpf"), help="ring buffer reader(s) to compare"
-    )
     parser.add_argument("--nice", type=int, default=0, help="run trace under `nice -n N` (default 0)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -248,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     loads = [(int(x.split(":")[0]), float(x.split(":")[1])) for x in args.load] if args.load else list(LOADS)
     info = {**describe(), "libbpf": libbpf.version()}
     print(", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
-    result = run(loads, args.seconds, args.nice, tuple(args.reader or ["auto"]))
+    result = run(loads, args.seconds, args.nice)
     print(report(result))
     if args.json:
         with open(args.json, "w") as f:

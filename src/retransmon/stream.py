@@ -39,7 +39,7 @@ class EventStream:
     ) -> None:
         self._on_record = on_record
         self.bpf = RetransmonBPF(ProgramOptions(hooks=hooks, ring_buffer_bytes=ring_buffer_bytes))
-        self._ring: libbpf.RingBuffer | libbpf.MappedRingBuffer | None = None
+        self._ring: libbpf.RingBuffer | None = None
 
     def __enter__(self) -> EventStream:
         self.start()
@@ -53,7 +53,7 @@ class EventStream:
     def start(self) -> None:
         self.bpf.start()
         try:
-            self._ring = libbpf.open_ring_buffer(self.bpf.map_fd("events"), self._on_record)
+            self._ring = libbpf.RingBuffer(self.bpf.map_fd("events"), self._on_record)
             self._set_wanted(True)
         except BaseException:
             self.close()
