@@ -28,7 +28,7 @@ from retransmon.bpf import libbpf
 from retransmon.testbed import NetNamespace, TestBed, tcp_counters
 from retransmon.testbed.tracer import TraceProcess
 
-LOADS = ((4, 10.0), (8, 10.0), (8, 20.0), (16, 10.0), (16, 20.0))  # (flows, loss %)
+LOADS = ((4, 10.0), (8, 10.0), (8, 20.0), (8, 30.0), (16, 10.0), (16, 20.0))  # (flows, loss %)
 
 
 @dataclass
