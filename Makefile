@@ -15,7 +15,7 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool nftables iproute2 ethtool \
 	prometheus tmux iperf3 procps
 
-.PHONY: setup apt venv bpf run test lint typecheck unit integration bench clean
+.PHONY: setup apt venv bpf run test lint typecheck unit integration bench demo screenshot clean
 
 setup: apt venv bpf
 
@@ -52,11 +52,11 @@ run: setup
 	$(VENV)/bin/retransmon serve
 
 lint:
-	$(VENV)/bin/ruff check src tests $(wildcard bench)
-	$(VENV)/bin/ruff format --check src tests $(wildcard bench)
+	$(VENV)/bin/ruff check src tests $(wildcard bench) $(wildcard scripts)
+	$(VENV)/bin/ruff format --check src tests $(wildcard bench) $(wildcard scripts)
 
 typecheck:
-	$(VENV)/bin/mypy --strict src tests $(wildcard bench)
+	$(VENV)/bin/mypy --strict src tests $(wildcard bench) $(wildcard scripts)
 
 test: setup lint typecheck
 	$(VENV)/bin/pytest
@@ -69,6 +69,15 @@ integration: setup
 
 bench: setup
 	$(VPY) -m bench
+
+# See it work: serve on :2112 (unless one already runs there), Prometheus on 127.0.0.1:9090
+# scraping it, and two minutes of lossy traffic in private namespaces. Ctrl-C ends it all.
+demo: setup
+	bash scripts/demo.sh
+
+# docs/prometheus-graph.png, with headless Chromium (installed by the script if missing).
+screenshot: setup
+	$(VPY) scripts/screenshot.py
 
 clean:
 	rm -rf $(BUILD) $(BPF_OBJ) $(VENV)

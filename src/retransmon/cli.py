@@ -74,6 +74,38 @@ def _duration(text: str) -> float | None:
     return value or None
 
 
+def _percent(text: str) -> float:
+    raw = text.strip().removesuffix("%")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage like 5 or 0.5%, got {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 100, got {text}")
+    return value
+
+
+def _milliseconds(text: str) -> float:
+    raw = text.strip().lower().removesuffix("ms")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds like 50 or 50ms, got {text!r}") from None
+    if not 0 <= value <= 10000:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 10000 ms, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port, got {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, got {value}")
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser, log_level: str = "info") -> None:
     p.add_argument(
         "--log-level", choices=LOG_LEVELS, default=log_level, help=f"log verbosity (default: {log_level})"
@@ -208,11 +240,77 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ring_buffer_option(top)
     _add_common(top, log_level="warning")
     top.set_defaults(func=cmd_top)
+    _add_chaos(sub.add_parser("chaos", help="lossy private test network, TCP traffic, and what was caught"))
 
     check = sub.add_parser("check", help="preflight: kernel, BTF, hooks, privileges")
     _add_common(check)
     check.set_defaults(func=cmd_check)
     return parser
+
+
+def _add_chaos(chaos: argparse.ArgumentParser) -> None:
+    chaos.description = (
+        "Build a private test network (two network namespaces and a veth pair on 198.18.66.0/24 and "
+        "2001:db8:66::/64), drop packets on it, drive TCP traffic through it and compare what "
+        "retransmon counted with the kernel's RetransSegs. Nothing outside the namespaces is touched."
+    )
+    chaos.add_argument("--loss", type=_percent, default=5.0, metavar="PCT", help="packet loss (default 5)")
+    chaos.add_argument("--delay", type=_milliseconds, default=0.0, metavar="MS", help="delay (needs netem)")
+    chaos.add_argument(
+        "--jitter", type=_milliseconds, default=0.0, metavar="MS", help="delay jitter (needs netem)"
+    )
+    chaos.add_argument(
+        "--reorder",
+        type=_percent,
+        default=0.0,
+        metavar="PCT",
+        help="packets sent early, reordered (needs netem)",
+    )
+    chaos.add_argument(
+        "--flows", type=_positive_int, default=4, metavar="N", help="parallel connections (default 4)"
+    )
+    chaos.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds of bulk traffic (default 10)",
+    )
+    chaos.add_argument(
+        "--connections",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="short-connection churn: N connections of 8 KiB, --flows at a time (instead of bulk)",
+    )
+    chaos.add_argument("--ipv6", action="store_true", help="use IPv6 (2001:db8:66::/64) instead of IPv4")
+    chaos.add_argument(
+        "--no-offloads", action="store_true", help="turn TSO/GSO/GRO off on the veth: loss per segment"
+    )
+    chaos.add_argument(
+        "--show", type=int, default=10, metavar="N", help="flow rows in the table (default 10)"
+    )
+    chaos.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    chaos.add_argument(
+        "--cleanup", action="store_true", help="only remove what a killed chaos run left behind, then exit"
+    )
+    chaos.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also run Prometheus on 127.0.0.1 scraping --scrape (a running `retransmon serve`) "
+        "and keep it up after the run until Ctrl-C",
+    )
+    chaos.add_argument(
+        "--prometheus-port", type=_port, default=9090, metavar="PORT", help="Prometheus port (default 9090)"
+    )
+    chaos.add_argument(
+        "--scrape",
+        default="127.0.0.1:2112",
+        metavar="HOST:PORT",
+        help="the agent Prometheus scrapes (default 127.0.0.1:2112)",
+    )
+    _add_common(chaos)
+    chaos.set_defaults(func=cmd_chaos, log_level="warning")
 
 
 def _configure_logging(level: str) -> None:
@@ -296,6 +394,56 @@ def cmd_top(args: argparse.Namespace) -> int:
         ring_buffer_bytes=args.ring_buffer_kib * 1024,
     )
     run_top(options, stop)
+    return 0
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from retransmon.chaos.options import ChaosOptions, require_root
+
+    out, err = Console(), Console(stderr=True)
+    if not out.is_terminal:
+        out = Console(width=160)  # a log file or pipe: room for the whole table
+    if args.cleanup:
+        from retransmon.chaos.cleanup import cleanup
+
+        require_root()
+        done = cleanup()
+        for name in done.kept:
+            err.print(f"left {name} alone: its chaos run is still running", highlight=False)
+        out.print(
+            f"removed {len(done.namespaces)} namespaces, ended {len(done.processes)} traffic processes",
+            highlight=False,
+        )
+        return 0
+    options = ChaosOptions(
+        loss_percent=args.loss,
+        delay_ms=args.delay,
+        jitter_ms=args.jitter,
+        reorder_percent=args.reorder,
+        flows=args.flows,
+        duration=args.duration,
+        connections=args.connections,
+        ipv6=args.ipv6,
+        offloads=not args.no_offloads,
+        show=args.show,
+    )
+    options.validate()
+    require_root()
+    from retransmon.chaos import demo
+    from retransmon.chaos.report import print_report
+    from retransmon.chaos.run import run_chaos
+
+    prometheus = demo.start(args.scrape, args.prometheus_port) if args.prometheus else None
+    try:
+        report = run_chaos(options, out, err, hooks=args.hooks)
+        print_report(report, options.show, args.json, out)
+        if prometheus is not None:
+            demo.hold(prometheus, err)
+    finally:
+        if prometheus is not None:
+            prometheus.close()
     return 0
 
 

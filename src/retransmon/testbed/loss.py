@@ -124,13 +124,20 @@ def build_ruleset(
     return "\n".join(lines) + "\n"
 
 
-def netem_args(ifname: str, loss_percent: float, delay_ms: float = 0, jitter_ms: float = 0) -> list[str]:
+def netem_args(
+    ifname: str, loss_percent: float, delay_ms: float = 0, jitter_ms: float = 0, reorder_percent: float = 0
+) -> list[str]:
     """`tc qdisc add` argv for a root netem qdisc on ifname."""
     loss_threshold(loss_percent)  # validates
+    loss_threshold(reorder_percent)
     if delay_ms < 0 or jitter_ms < 0:
         raise ValueError("delay_ms and jitter_ms must not be negative")
     if jitter_ms > 0 and delay_ms <= 0:
         raise ValueError("jitter_ms needs delay_ms > 0")
+    if reorder_percent > 0 and delay_ms <= 0:
+        raise ValueError(
+            "reorder_percent needs delay_ms > 0 (netem reorders by sending some packets undelayed)"
+        )
     argv = ["tc", "qdisc", "add", "dev", ifname, "root", "netem"]
     if loss_percent > 0:
         argv += ["loss", f"{loss_percent:g}%"]
@@ -138,6 +145,8 @@ def netem_args(ifname: str, loss_percent: float, delay_ms: float = 0, jitter_ms:
         argv += ["delay", f"{delay_ms:g}ms"]
         if jitter_ms > 0:
             argv.append(f"{jitter_ms:g}ms")
+        if reorder_percent > 0:
+            argv += ["reorder", f"{reorder_percent:g}%"]
     return argv
 
 
@@ -164,7 +173,8 @@ class Impairment:
         "ack", "handshake-ack".
     method: "auto" uses netem when it can do what is asked (egress, no port or flag
         filter) and the kernel has it, else nftables; "netem" or "nftables" forces one.
-    Delay or jitter need netem: ImpairmentUnavailable is raised when it cannot be used.
+    reorder_percent: with netem, send this share of packets without the delay (needs delay_ms).
+    Delay, jitter or reordering need netem: ImpairmentUnavailable is raised when it cannot be used.
     """
 
     def __init__(  # noqa: PLR0917 (the documented signature)
@@ -178,6 +188,7 @@ class Impairment:
         ports: list[int] | None = None,
         tcp_flags: str | None = None,
         method: str = "auto",
+        reorder_percent: float = 0,
     ) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be 'ingress' or 'egress', not {direction!r}")
@@ -193,14 +204,14 @@ class Impairment:
         self._method = self._choose(
             method=method,
             delay_ms=delay_ms,
-            jitter_ms=jitter_ms,
+            jitter_ms=jitter_ms + reorder_percent,  # reordering, like jitter, needs netem
             direction=direction,
             ports=ports,
             tcp_flags=tcp_flags,
         )
         try:
             if self._method == "netem":
-                ns.run(netem_args(ifname, loss_percent, delay_ms, jitter_ms))
+                ns.run(netem_args(ifname, loss_percent, delay_ms, jitter_ms, reorder_percent))
             else:
                 with _table_lock:
                     table = f"retransmon_loss_{next(_table_ids)}"

@@ -1,0 +1,206 @@
+"""The agent's series and the kernel's counters of a chaos run, turned into a report. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+
+from retransmon.series import Sample
+
+# Labels of the in-process agent: one series per connection, kind, and namespace.
+AGENT_LABELS: tuple[str, ...] = ("ip_version", "src_ip", "src_port", "dst_ip", "dst_port", "kind", "netns")
+
+
+@dataclass(frozen=True, order=True)
+class FlowKey:
+    role: str  # which namespace sent the retransmits: "client" or "server"
+    src: str  # local end, ip:port
+    dst: str  # remote end, ip:port
+
+
+@dataclass
+class Counts:
+    segments: int = 0  # retransmitted segments
+    events: int = 0  # retransmit events
+    synack: int = 0  # of the segments, SYN-ACK retransmits
+    sent: int = 0  # segments sent, retransmissions included
+
+    def minus(self, other: Counts) -> Counts:
+        return Counts(
+            self.segments - other.segments,
+            self.events - other.events,
+            self.synack - other.synack,
+            self.sent - other.sent,
+        )
+
+
+def endpoint(ip: str, port: str) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def tally(
+    retransmits: Iterable[Sample],
+    sent: Iterable[Sample],
+    labels: tuple[str, ...],
+    sent_labels: tuple[str, ...],
+    roles: Mapping[int, str],
+) -> dict[FlowKey, Counts]:
+    """Counts per flow of the namespaces in *roles* (netns inode -> role); others are ignored."""
+    out: dict[FlowKey, Counts] = {}
+
+    def key(sample: Sample, names: tuple[str, ...]) -> FlowKey | None:
+        values = dict(zip(names, sample.labels, strict=True))
+        role = roles.get(int(values["netns"])) if values["netns"].isdigit() else None
+        if role is None:
+            return None
+        return FlowKey(
+            role,
+            endpoint(values["src_ip"], values["src_port"]),
+            endpoint(values["dst_ip"], values["dst_port"]),
+        )
+
+    for s in retransmits:
+        k = key(s, labels)
+        if k is not None:
+            c = out.setdefault(k, Counts())
+            c.segments += s.segments
+            c.events += s.events
+            if dict(zip(labels, s.labels, strict=True)).get("kind") == "synack":
+                c.synack += s.segments
+    for s in sent:
+        k = key(s, sent_labels)
+        if k is not None:
+            out.setdefault(k, Counts()).sent += s.segments
+    return out
+
+
+def growth(after: Mapping[FlowKey, Counts], before: Mapping[FlowKey, Counts]) -> dict[FlowKey, Counts]:
+    """What each flow added since *before* (namespace inodes can be reused within one agent's life)."""
+    out = {}
+    for k, c in after.items():
+        d = c.minus(before.get(k, Counts()))
+        if d != Counts():
+            out[k] = d
+    return out
+
+
+def rate(segments: int, sent: int) -> float | None:
+    return segments / sent if sent > 0 else None
+
+
+@dataclass
+class NamespaceRow:
+    role: str
+    name: str
+    inode: int
+    kernel_retrans_segs: int  # the kernel's own RetransSegs, for this namespace
+    kernel_out_segs: int  # the kernel's OutSegs: segments sent, retransmissions *not* included
+    segments: int  # what the agent saw, summed over this namespace's flows
+    events: int
+    sent: int
+
+    @property
+    def exact(self) -> bool:
+        return self.segments == self.kernel_retrans_segs
+
+    @property
+    def rate(self) -> float | None:
+        return rate(self.segments, self.sent)
+
+    @property
+    def kernel_sent(self) -> int:
+        """Segments sent, retransmissions included, by the kernel's counters: our `sent` unit."""
+        return self.kernel_out_segs + self.kernel_retrans_segs
+
+    @property
+    def kernel_rate(self) -> float | None:
+        return rate(self.kernel_retrans_segs, self.kernel_sent)
+
+
+@dataclass
+class FlowRow:
+    key: FlowKey
+    counts: Counts
+
+    @property
+    def rate(self) -> float | None:
+        return rate(self.counts.segments, self.counts.sent)
+
+
+@dataclass
+class ChaosReport:
+    loss_percent: float
+    method: str  # netem, nftables or none
+    seconds: float
+    interrupted: bool
+    namespaces: list[NamespaceRow]
+    flows: list[FlowRow]
+    dropped_packets: int | None = None
+    traffic: dict[str, object] | None = None
+    hooks: str = ""
+    counting: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        return all(ns.exact for ns in self.namespaces)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "loss_percent": self.loss_percent,
+            "method": self.method,
+            "seconds": round(self.seconds, 3),
+            "interrupted": self.interrupted,
+            "exact": self.exact,
+            "hooks": self.hooks,
+            "counting": self.counting,
+            "dropped_packets": self.dropped_packets,
+            "traffic": self.traffic,
+            "notes": self.notes,
+            "namespaces": [
+                {
+                    **asdict(ns),
+                    "exact": ns.exact,
+                    "kernel_sent": ns.kernel_sent,
+                    "rate": ns.rate,
+                    "kernel_rate": ns.kernel_rate,
+                }
+                for ns in self.namespaces
+            ],
+            "flows": [
+                {"role": f.key.role, "src": f.key.src, "dst": f.key.dst, **asdict(f.counts), "rate": f.rate}
+                for f in self.flows
+            ],
+        }
+
+
+def namespace_rows(
+    flows: Mapping[FlowKey, Counts],
+    namespaces: Mapping[str, tuple[str, int]],
+    kernel: Mapping[str, Mapping[str, int]],
+) -> list[NamespaceRow]:
+    """One row per role: the agent's sums beside the kernel's counters (role -> (name, inode))."""
+    rows = []
+    for role, (name, inode) in namespaces.items():
+        mine = [c for k, c in flows.items() if k.role == role]
+        counters = kernel.get(role, {})
+        rows.append(
+            NamespaceRow(
+                role=role,
+                name=name,
+                inode=inode,
+                kernel_retrans_segs=int(counters.get("RetransSegs", 0)),
+                kernel_out_segs=int(counters.get("OutSegs", 0)),
+                segments=sum(c.segments for c in mine),
+                events=sum(c.events for c in mine),
+                sent=sum(c.sent for c in mine),
+            )
+        )
+    return rows
+
+
+def flow_rows(flows: Mapping[FlowKey, Counts]) -> list[FlowRow]:
+    """Flows that retransmitted, worst first; then the ones that only sent."""
+    rows = [FlowRow(k, c) for k, c in flows.items()]
+    rows.sort(key=lambda r: (-r.counts.segments, -r.counts.sent, r.key))
+    return rows

@@ -1,0 +1,117 @@
+"""A chaos report as rich tables (for people) or JSON (for scripts and tests)."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from retransmon.chaos.measure import ChaosReport
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def namespace_table(report: ChaosReport) -> Table:
+    table = Table(
+        title="Retransmitted segments: retransmon vs the kernel's RetransSegs", title_justify="left"
+    )
+    table.add_column("namespace")
+    table.add_column("retransmitted\nsegments", justify="right")
+    table.add_column("retransmit\nevents", justify="right")
+    table.add_column("kernel\nRetransSegs", justify="right")
+    table.add_column("match")
+    table.add_column("segments\nsent", justify="right")
+    table.add_column("kernel OutSegs\n+ RetransSegs", justify="right")
+    table.add_column("retransmission\nrate", justify="right")
+    table.add_column("kernel's\nrate", justify="right")
+    for ns in report.namespaces:
+        match = (
+            Text("exact", style="green")
+            if ns.exact
+            else Text(f"off by {ns.segments - ns.kernel_retrans_segs:+d}", style="bold red")
+        )
+        table.add_row(
+            ns.role,
+            str(ns.segments),
+            str(ns.events),
+            str(ns.kernel_retrans_segs),
+            match,
+            str(ns.sent),
+            str(ns.kernel_sent),
+            percent(ns.rate),
+            percent(ns.kernel_rate),
+        )
+    return table
+
+
+def flow_table(report: ChaosReport, show: int) -> Table:
+    table = Table(title="Per flow (src is the end that retransmitted)", title_justify="left")
+    for name in ("namespace", "src", "dst"):
+        table.add_column(name)
+    for name in ("segments", "events", "SYN-ACK", "sent", "rate"):
+        table.add_column(name, justify="right")
+    for row in report.flows[:show]:
+        c = row.counts
+        table.add_row(
+            row.key.role,
+            row.key.src,
+            row.key.dst,
+            str(c.segments),
+            str(c.events),
+            str(c.synack),
+            str(c.sent),
+            percent(row.rate),
+        )
+    hidden = report.flows[show:]
+    if hidden:
+        table.add_row(
+            f"{len(hidden)} more",
+            "",
+            "",
+            str(sum(r.counts.segments for r in hidden)),
+            str(sum(r.counts.events for r in hidden)),
+            str(sum(r.counts.synack for r in hidden)),
+            str(sum(r.counts.sent for r in hidden)),
+            "",
+            style="dim",
+        )
+    return table
+
+
+def headline(report: ChaosReport) -> Text:
+    dropped = "" if report.dropped_packets is None else f", {report.dropped_packets} packets dropped"
+    state = " (interrupted)" if report.interrupted else ""
+    text = Text(
+        f"chaos: {report.loss_percent:g}% loss via {report.method}{dropped}, "
+        f"{report.seconds:.1f} s of traffic{state}; hooks {report.hooks} ({report.counting})"
+    )
+    if report.traffic:
+        t = report.traffic
+        text.append(
+            f"\ntraffic: {t.get('bytes_sent')} bytes over {t.get('connections')} connections, "
+            f"{t.get('errors')} errors"
+        )
+    names = ", ".join(f"{ns.role} {ns.name} (netns {ns.inode})" for ns in report.namespaces)
+    text.append(f"\nnamespaces: {names}")
+    for note in report.notes:
+        text.append(f"\nnote: {note}", style="yellow")
+    return text
+
+
+def render(report: ChaosReport, show: int) -> RenderableType:
+    parts: list[RenderableType] = [headline(report), namespace_table(report)]
+    if show > 0:
+        parts.append(flow_table(report, show))
+    return Group(*parts)
+
+
+def print_report(report: ChaosReport, show: int, as_json: bool, console: Console) -> None:
+    if as_json:
+        console.file.write(json.dumps(report.to_json()) + "\n")
+        console.file.flush()
+    else:
+        console.print(render(report, show))

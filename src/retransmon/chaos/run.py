@@ -1,0 +1,157 @@
+"""One `retransmon chaos` run: agent in-process, private network, traffic, progress, report."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from retransmon.chaos.measure import (
+    AGENT_LABELS,
+    ChaosReport,
+    Counts,
+    FlowKey,
+    flow_rows,
+    growth,
+    namespace_rows,
+    tally,
+)
+from retransmon.chaos.network import ChaosNetwork, require_netem
+from retransmon.chaos.options import ChaosOptions
+from retransmon.chaos.signals import SignalGate
+from retransmon.labels import sent_labels
+from retransmon.serve import Agent, ServeOptions, build_agent
+
+REFRESH = 1.0  # seconds between progress updates (each one drains the kernel's flow table)
+SETTLE_TIMEOUT = 15.0  # after the traffic: wait this long at most for counters to stop moving
+TRAFFIC_GRACE = 90.0  # flows end with a drain that may take a while: stopped this long after expected
+
+
+class Measurement:
+    """The agent's per-flow counts for the run's namespaces, relative to a baseline."""
+
+    def __init__(self, agent: Agent, net: ChaosNetwork) -> None:
+        self._agent = agent
+        self._net = net
+        self._roles = {ns.inode: role for role, ns in net.namespaces.items()}
+        self._labels = AGENT_LABELS
+        self._sent_labels = sent_labels(AGENT_LABELS)
+        self._flows_before = self._flows()
+        self._kernel_before = net.kernel_counters()
+
+    def _flows(self) -> dict[FlowKey, Counts]:
+        snap = self._agent.harvester.snapshot()
+        return tally(snap.retransmits, snap.sent, self._labels, self._sent_labels, self._roles)
+
+    def now(self) -> tuple[dict[FlowKey, Counts], dict[str, dict[str, int]]]:
+        """(flow growth, kernel counter growth per role) since the baseline."""
+        kernel_now = self._net.kernel_counters()
+        flows = growth(self._flows(), self._flows_before)
+        kernel = {
+            role: {k: v - self._kernel_before.get(role, {}).get(k, 0) for k, v in counters.items()}
+            for role, counters in kernel_now.items()
+        }
+        return flows, kernel
+
+    def settled(
+        self, timeout: float = SETTLE_TIMEOUT
+    ) -> tuple[dict[FlowKey, Counts], dict[str, dict[str, int]]]:
+        """A reading taken when the kernel's counters stopped moving and the agent caught up."""
+        deadline = time.monotonic() + timeout
+        previous: dict[str, int] | None = None
+        while True:
+            flows, kernel = self.now()
+            retrans = {role: c.get("RetransSegs", 0) for role, c in kernel.items()}
+            ours = {role: sum(c.segments for k, c in flows.items() if k.role == role) for role in retrans}
+            if (retrans == previous and ours == retrans) or time.monotonic() > deadline:
+                return flows, kernel
+            previous = retrans
+            time.sleep(0.3)
+
+
+def _stats(flows: dict[FlowKey, Counts], kernel: dict[str, dict[str, int]]) -> str:
+    seen = sum(c.segments for c in flows.values())
+    retrans = sum(c.get("RetransSegs", 0) for c in kernel.values())
+    return f"retransmitted segments: kernel {retrans}, retransmon {seen}"
+
+
+def expected_seconds(opts: ChaosOptions) -> float:
+    """How long the traffic should take: the duration, or ~1 s per connection per worker."""
+    if opts.connections is None:
+        return opts.duration
+    return opts.connections / opts.flows
+
+
+def drive(net: ChaosNetwork, measure: Measurement, gate: SignalGate, console: Console) -> tuple[float, bool]:
+    """Run the traffic with a progress display; (seconds, interrupted)."""
+    opts = net.options
+    churn = opts.connections is not None
+    what = f"{opts.connections} short connections" if churn else f"{opts.flows} flows for {opts.duration:g} s"
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[stats]}"),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    start = time.monotonic()
+    proc = net.start_traffic()
+    with gate.soft() as stop, progress:
+        task = progress.add_task(what, total=None if churn else opts.duration, stats="")
+        limit = start + expected_seconds(opts) + TRAFFIC_GRACE
+        while proc.poll() is None and not stop.is_set() and time.monotonic() < limit:
+            stop.wait(REFRESH)
+            elapsed = time.monotonic() - start
+            if progress.disable:
+                continue
+            flows, kernel = measure.now()
+            progress.update(task, completed=min(elapsed, opts.duration), stats=_stats(flows, kernel))
+    seconds = time.monotonic() - start
+    interrupted = proc.poll() is None
+    net.stop_traffic()
+    return seconds, interrupted
+
+
+def run_chaos(
+    options: ChaosOptions, out: Console, err: Console, as_json: bool = False, hooks: str = "auto"
+) -> ChaosReport:
+    """Build, drive, measure and tear down; the report of what was seen. Signals: see signals.py."""
+    options.validate()
+    require_netem(options)
+    gate = SignalGate()
+    gate.install()
+    try:
+        with contextlib.ExitStack() as stack:
+            err.print("loading the BPF programs and building the test network ...", highlight=False)
+            agent = build_agent(
+                ServeOptions(labels=",".join(AGENT_LABELS), max_series=1_000_000, hooks=hooks)
+            )
+            stack.callback(agent.close)
+            net = stack.enter_context(ChaosNetwork(options))
+            stack.callback(gate.ignore)  # runs first on the way out: nothing interrupts the cleanup
+            measure = Measurement(agent, net)
+            seconds, interrupted = drive(net, measure, gate, err)
+            flows, kernel = measure.settled()
+            snap = agent.harvester.snapshot(harvest=False)
+            return ChaosReport(
+                loss_percent=options.loss_percent,
+                method=net.method,
+                seconds=seconds,
+                interrupted=interrupted,
+                namespaces=namespace_rows(
+                    flows, {role: (ns.name, ns.inode) for role, ns in net.namespaces.items()}, kernel
+                ),
+                flows=flow_rows(flows),
+                dropped_packets=net.dropped(),
+                traffic=None if interrupted else net.traffic_result(),
+                hooks=snap.hooks,
+                counting="exact" if snap.exact else "per-event",
+                notes=list(net.notes),
+            )
+    finally:
+        gate.restore()
