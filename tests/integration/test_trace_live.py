@@ -231,7 +231,9 @@ def test_output_into_a_closed_pipe_ends_quietly() -> None:
             text=True,
         )
         try:
-            time.sleep(3)  # loading the programs
+            assert proc.stderr is not None
+            banner = proc.stderr.readline()  # written once the programs are attached
+            assert banner.startswith("Tracing TCP retransmits"), banner
             tb.send(flows=2, duration=2)
             out, err = proc.communicate(timeout=30)
         finally:
