@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.text import Text
 
 from retransmon.eventfilter import CachedFilter, EventFilter
-from retransmon.events import DEFAULT_RING_BUFFER_BYTES, EventDecoder
+from retransmon.events import DEFAULT_RING_BUFFER_BYTES, DecodeError, EventDecoder
 from retransmon.stream import EventStream
 from retransmon.topmodel import FlowRow, TopModel
 from retransmon.trace import endpoint
@@ -196,9 +196,14 @@ class _Collector:
         self._filter = CachedFilter(event_filter)
         self._since_yield = 0
         self.draining = False
+        self.undecodable = 0
 
     def on_record(self, raw: bytes) -> None:
-        event = self._decoder.decode(raw)
+        try:
+            event = self._decoder.decode(raw)
+        except DecodeError:
+            self.undecodable += 1  # not a retrans_event: a BPF object from another version
+            return
         if self._filter.matches(event.key, event.flow):
             self.model.add(event)
         self._since_yield += 1

@@ -24,6 +24,7 @@ from retransmon.events import (
     EVENT_RECONCILED,
     PER_RECORD,
     BootClock,
+    DecodeError,
     Event,
     EventFlow,
     Rfc3339,
@@ -209,6 +210,7 @@ class TraceStats:
     segments: int = 0
     filtered: int = 0  # records the filters left out
     lost: int = 0  # records the kernel could not write (ring buffer full)
+    undecodable: int = 0  # records that are no retrans_event (a mismatched BPF object)
 
 
 _Entry = tuple[EventFlow, Prepared] | None
@@ -255,7 +257,11 @@ class Tracer:
     def on_record(self, raw: bytes) -> None:
         """One ring buffer record. The hot path: one cache lookup, one unpack, one format."""
         key = flow_key_of(raw)
-        entry = self._flows[key] if key in self._flows else self._learn(raw, key)
+        try:
+            entry = self._flows[key] if key in self._flows else self._learn(raw, key)
+        except DecodeError:
+            self.stats.undecodable += 1
+            return
         if entry is None:
             self.stats.filtered += 1
             return
@@ -327,4 +333,6 @@ def render_stats(stats: TraceStats) -> str:
     text = f"retransmon: {stats.events} events ({stats.segments} segments) seen, {stats.lost} lost"
     if stats.filtered:
         text += f", {stats.filtered} filtered out"
+    if stats.undecodable:
+        text += f", {stats.undecodable} undecodable (is the BPF object from this version?)"
     return text

@@ -145,3 +145,31 @@ def test_plain_block() -> None:
         "300",
     ]
     assert len(lines) == 5 and lines[4] == "" and block.endswith("\n\n")  # two rows, a blank line
+
+
+def test_collector_filters_skips_undecodable_and_yields() -> None:
+    import ipaddress
+
+    from retransmon.eventfilter import EventFilter
+    from retransmon.events import encode_event
+    from retransmon.top import YIELD_EVERY, _Collector, _Yield
+
+    def raw(rport: int, family: int = 2) -> bytes:
+        a = ipaddress.ip_address("198.18.0.1").packed + bytes(12)
+        b = ipaddress.ip_address("198.18.0.2").packed + bytes(12)
+        return encode_event(family=family, lport=40000, rport=rport, segments=2, laddr=a, raddr=b)
+
+    m = TopModel()
+    c = _Collector(m, EventFilter.from_args(ports=[5001]))
+    c.on_record(raw(5001))
+    c.on_record(raw(22))  # filtered out
+    c.on_record(raw(5001, family=99))  # undecodable
+    assert (m.totals.segments, m.totals.events, c.undecodable) == (2, 1, 1)
+    with pytest.raises(_Yield):
+        for _ in range(YIELD_EVERY):
+            c.on_record(raw(5001))
+    c.draining = True  # reading what is left at exit: never interrupted
+    for _ in range(2 * YIELD_EVERY):
+        c.on_record(raw(5001))
+    # The yield came after YIELD_EVERY decoded records (two before the loop); each record was kept.
+    assert m.totals.events == 1 + (YIELD_EVERY - 2) + 2 * YIELD_EVERY

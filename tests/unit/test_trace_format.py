@@ -252,6 +252,18 @@ def test_tracer_filters_counts_and_batches(tmp_path: Path) -> None:
     assert (tracer.stats.events, tracer.stats.segments, tracer.stats.filtered) == (2, 3, 1)
 
 
+def test_tracer_counts_undecodable_records(tmp_path: Path) -> None:
+    with open(tmp_path / "out", "w") as out:
+        tracer = Tracer(TraceOptions(json=True), out, FixedClock(), threading.Event())
+        tracer.on_record(record(family=99))
+        tracer.on_record(record()[:40])
+        tracer.on_record(record(segments=2))
+        tracer.flush()
+    assert (tracer.stats.undecodable, tracer.stats.events, tracer.stats.segments) == (2, 1, 2)
+    assert len((tmp_path / "out").read_text().splitlines()) == 1
+    assert render_stats(tracer.stats).endswith("2 undecodable (is the BPF object from this version?)")
+
+
 def test_tracer_count_mode_prints_no_lines(tmp_path: Path) -> None:
     with open(tmp_path / "out", "w") as out:
         tracer = Tracer(TraceOptions(count=True), out, FixedClock(), threading.Event())
