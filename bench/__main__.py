@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import kernel_cost, scrape, startup, throughput, userspace_cost
+from bench import kernel_cost, scrape, startup, throughput, trace_rate, userspace_cost
 from bench.machine import describe
 
 Runner = tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], str]]
@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, Runner] = {
     "throughput": (throughput.run, throughput.report),
     "scrape": (scrape.run, scrape.report),
     "startup": (startup.run, startup.report),
+    "trace": (trace_rate.run, trace_rate.report),
 }
 RESULTS = Path(__file__).parent / "results"
 

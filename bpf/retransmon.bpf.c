@@ -123,6 +123,9 @@ struct {
 	__uint(max_entries, 1 << 22); /* resized by user space */
 } events SEC(".maps");
 
+/* Ring buffer records carry no type: name it here so it is in the object's BTF for user space's check. */
+struct retrans_event *const retrans_event_type __attribute__((used)) = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

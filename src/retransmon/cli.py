@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -13,7 +15,10 @@ from typing import NoReturn
 
 from retransmon import __version__
 from retransmon.errors import RetransmonError, UsageError
+from retransmon.eventfilter import add_filter_options
+from retransmon.events import DEFAULT_RING_BUFFER_BYTES
 from retransmon.labels import LABEL_NAMES
+from retransmon.topmodel import SORT_KEYS
 
 log = logging.getLogger("retransmon")
 
@@ -101,13 +106,36 @@ def _port(text: str) -> int:
     return value
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="log verbosity (default: info)")
+def _add_common(p: argparse.ArgumentParser, log_level: str = "info") -> None:
+    p.add_argument(
+        "--log-level", choices=LOG_LEVELS, default=log_level, help=f"log verbosity (default: {log_level})"
+    )
     p.add_argument(
         "--hooks",
         choices=("auto", "tp_btf", "tracepoint"),
         default="auto",
         help="which kernel hooks to use: auto picks tp_btf where the kernel has it (default: auto)",
+    )
+
+
+MAX_RING_BUFFER_KIB = 1 << 20  # 1 GiB: the kernel's limit is higher, memory is not
+
+
+def _ring_buffer_kib(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_RING_BUFFER_KIB:
+        raise argparse.ArgumentTypeError(f"at most {MAX_RING_BUFFER_KIB} KiB, got {value}")
+    return value
+
+
+def _add_ring_buffer_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ring-buffer-kib",
+        type=_ring_buffer_kib,
+        default=DEFAULT_RING_BUFFER_BYTES // 1024,
+        metavar="KIB",
+        help="ring buffer size, rounded up to a power of two pages; records that do not fit are "
+        f"counted as lost (default {DEFAULT_RING_BUFFER_BYTES // 1024})",
     )
 
 
@@ -181,6 +209,51 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
     serve.set_defaults(func=cmd_serve)
 
+    trace = sub.add_parser("trace", help="one line per retransmit, like tcpretrans; --json for JSON lines")
+    trace.add_argument("--json", action="store_true", help="print JSON lines instead of columns")
+    trace.add_argument(
+        "--count",
+        action="store_true",
+        help="print retransmits per flow when tracing ends instead of one line each",
+    )
+    trace.add_argument(
+        "--duration",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop after this many seconds (default: until Ctrl-C)",
+    )
+    add_filter_options(trace)
+    _add_ring_buffer_option(trace)
+    _add_common(trace, log_level="warning")
+    trace.set_defaults(func=cmd_trace)
+
+    top = sub.add_parser("top", help="live view of the flows retransmitting the most")
+    top.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=2.0,
+        metavar="SECONDS",
+        help="refresh interval; rates are over the last interval (default 2)",
+    )
+    top.add_argument(
+        "--sort",
+        choices=SORT_KEYS,
+        default="rate",
+        help="initial sort order (keys in the live view: r, e, t, p; default: rate)",
+    )
+    top.add_argument(
+        "--rows", type=_positive_int, default=20, metavar="N", help="flows shown when not a terminal"
+    )
+    top.add_argument(
+        "--duration",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop after this many seconds (default: until q or Ctrl-C)",
+    )
+    add_filter_options(top)
+    _add_ring_buffer_option(top)
+    _add_common(top, log_level="warning")
+    top.set_defaults(func=cmd_top)
     _add_chaos(sub.add_parser("chaos", help="lossy private test network, TCP traffic, and what was caught"))
 
     check = sub.add_parser("check", help="preflight: kernel, BTF, hooks, privileges")
@@ -292,6 +365,54 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_on_signals() -> threading.Event:
+    """SIGINT/SIGTERM set the returned event (Ctrl-C ends trace and top normally)."""
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from retransmon.eventfilter import filter_from_args
+    from retransmon.trace import TraceOptions, render_stats, run_trace
+
+    stop = _stop_on_signals()
+    options = TraceOptions(
+        json=args.json,
+        count=args.count,
+        duration=args.duration,
+        event_filter=filter_from_args(args),
+        hooks=args.hooks,
+        ring_buffer_bytes=args.ring_buffer_kib * 1024,
+    )
+    stats = run_trace(options, stop, sys.stdout, sys.stderr)
+    print(render_stats(stats), file=sys.stderr)
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from retransmon.eventfilter import filter_from_args
+    from retransmon.top import TopOptions, run_top
+
+    stop = _stop_on_signals()
+    options = TopOptions(
+        interval=args.interval,
+        sort=args.sort,
+        rows=args.rows,
+        duration=args.duration,
+        event_filter=filter_from_args(args),
+        hooks=args.hooks,
+        ring_buffer_bytes=args.ring_buffer_kib * 1024,
+    )
+    run_top(options, stop)
+    return 0
+
+
 def cmd_chaos(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -365,6 +486,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # Output piped into something that stopped reading (| head): end quietly.
+        # Output piped into something that stopped reading (| head): end quietly. Point stdout
+        # at /dev/null so that flushing it at exit fails neither loudly nor with status 120.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
         sys.stderr.close()
         return 0

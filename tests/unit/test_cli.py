@@ -59,6 +59,21 @@ BAD_INPUT = [
     (["serve", "--log-level", "loud"], "invalid choice: 'loud'"),
     (["check", "--hooks", "kprobe"], "invalid choice: 'kprobe'"),
     (["check", "--listen", ":1"], "unrecognized arguments"),
+    (["trace", "--port", "0"], "--port"),
+    (["trace", "--port", "http"], "'http'"),
+    (["trace", "--host", "example.com"], "'example.com'"),
+    (["trace", "--host", "10.0.0.0/33"], "--host"),
+    (["trace", "--kind", "sent"], "invalid choice: 'sent'"),
+    (["trace", "--netns", "no-such-netns-for-sure"], "--netns"),
+    (["trace", "--netns", "/no/such/ns"], "/no/such/ns"),
+    (["trace", "--duration", "0"], "--duration"),
+    (["trace", "--duration", "soon"], "'soon'"),
+    (["trace", "--labels", "flow"], "unrecognized arguments"),
+    (["top", "--interval", "0"], "--interval"),
+    (["top", "--sort", "bogus"], "invalid choice: 'bogus'"),
+    (["top", "--rows", "0"], "--rows"),
+    (["top", "--port", "70000"], "1..65535"),
+    (["top", "--json"], "unrecognized arguments"),
 ]
 
 
@@ -93,7 +108,10 @@ def test_messages_say_what_is_expected(
     assert needle in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["check", "--help"], ["-h"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["serve", "--help"], ["check", "--help"], ["trace", "--help"], ["top", "--help"], ["-h"]],
+)
 def test_help_exits_0(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -109,6 +127,45 @@ def test_serve_help_lists_options(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for option in ("--listen", "--labels", "--max-series", "--harvest-interval", "--hooks", "--log-level"):
         assert option in out
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        ("trace", ("--json", "--count", "--duration", "--netns", "--port", "--host", "--kind", "--hooks")),
+        ("top", ("--interval", "--sort", "--rows", "--duration", "--netns", "--port", "--host", "--kind")),
+    ],
+)
+def test_live_view_help_lists_options(
+    capsys: pytest.CaptureFixture[str], command: str, options: tuple[str, ...]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    for option in options:
+        assert option in out
+
+
+def test_trace_filters_parse_repeated() -> None:
+    args = build_parser().parse_args(
+        [
+            "trace",
+            "--port",
+            "80",
+            "--port",
+            "443",
+            "--host",
+            "198.18.0.0/15",
+            "--kind",
+            "synack",
+            "--netns",
+            "7",
+        ]
+    )
+    assert args.port == [80, 443]
+    assert [str(h) for h in args.host] == ["198.18.0.0/15"]
+    assert args.kind == ["synack"] and args.netns == [7]
+    assert args.log_level == "warning"
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

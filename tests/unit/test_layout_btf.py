@@ -22,9 +22,9 @@ OBJECT = os.path.join(
     os.path.dirname(__file__), os.pardir, os.pardir, "src", "retransmon", "bpf", "retransmon.bpf.o"
 )
 
-# Modules holding Layouts; `events` mirrors struct retrans_event once it exists.
+# Modules holding Layouts; `events` mirrors struct retrans_event and struct runtime_settings.
 LAYOUT_MODULES = ("retransmon.flows", "retransmon.harvester", "retransmon.events")
-REQUIRED = {"flow_key", "flow_counts", "listen_key", "loss_counts"}
+REQUIRED = {"flow_key", "flow_counts", "listen_key", "loss_counts", "retrans_event", "runtime_settings"}
 
 BTF_INT_SIGNED = 0x1
 _MODIFIERS = (libbpf.BTF_KIND_TYPEDEF, 9, 10, 11, 18)  # typedef, volatile, const, restrict, type tag
@@ -205,6 +205,28 @@ def test_flow_key_known_offsets(btf: libbpf.Btf) -> None:
         "raddr": 40,
     }
     assert c.size == 56
+
+
+def test_retrans_event_known_offsets(btf: libbpf.Btf) -> None:
+    c = _struct(btf, "retrans_event")
+    assert {m.name: m.offset for m in c.members} == {
+        "ts_ns": 0,
+        "cgroup": 8,
+        "netns": 16,
+        "pid": 20,
+        "segments": 24,
+        "family": 28,
+        "state": 30,
+        "kind": 31,
+        "lport": 32,
+        "rport": 34,
+        "flags": 36,
+        "pad": 37,
+        "comm": 40,
+        "laddr": 56,
+        "raddr": 72,
+    }
+    assert c.size == 88
 
 
 def test_layout_helpers() -> None:
