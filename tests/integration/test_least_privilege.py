@@ -15,6 +15,7 @@ from retransmon import capabilities
 from retransmon.capabilities import CAP_BPF, CAP_PERFMON, parse_status
 from retransmon.testbed import AgentProcess, NetNamespace, TestBed, tcp_counters, total
 from retransmon.testbed.agent import free_port, retransmon_command
+from retransmon.testbed.tracer import TraceProcess
 
 from .conftest import bpf_link_ids
 
@@ -176,3 +177,42 @@ def test_drop_keeps_cap_bpf_when_the_kernel_needs_it_for_maps() -> None:
     assert r["kept"] == ["CAP_BPF"]
     assert r["eff"] == r["prm"] == bpf
     assert r["inh"] == r["amb"] == 0
+
+
+@pytest.mark.parametrize("prefix", [ONLY_BPF_PERFMON, NOBODY_WITH_BPF_PERFMON], ids=["uid0", "uid65534"])
+def test_trace_with_only_bpf_and_perfmon_counts_exactly(prefix: list[str]) -> None:
+    with (
+        TestBed(loss_percent=10) as tb,
+        TraceProcess("--json", "--netns", str(tb.client.inode), prefix=tuple(prefix)) as trace,
+    ):
+        before = tcp_counters(tb.client)["RetransSegs"]
+        tb.send(flows=2, duration=2)
+        time.sleep(1)
+        kernel = tcp_counters(tb.client)["RetransSegs"] - before
+        assert trace.stop() == 0, trace.stderr
+        segments = sum(int(json.loads(line)["segments"]) for line in trace.stdout.splitlines())
+        assert "Traceback" not in trace.stderr
+    print(f"trace under {' '.join(prefix[1:])}: RetransSegs {kernel}, traced {segments}")
+    assert kernel > 100
+    assert segments == kernel
+
+
+def test_top_with_only_bpf_and_perfmon_shows_the_flow() -> None:
+    with TestBed(loss_percent=10) as tb:
+        top = subprocess.Popen(
+            [*ONLY_BPF_PERFMON, *retransmon_command(), "top", "--interval", "1", "--duration", "4"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            tb.send(flows=2, duration=2)
+            out, err = top.communicate(timeout=60)
+        finally:
+            if top.poll() is None:
+                top.kill()
+                top.wait()
+    assert top.returncode == 0, err
+    assert f"{tb.server_ip}:{tb.port}" in out, out
+    assert "Traceback" not in err
