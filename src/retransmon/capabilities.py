@@ -248,3 +248,21 @@ def _safely(check: Callable[[], bool]) -> bool:
         return check()
     except OSError:
         return False
+
+
+def drop_and_log(still_works: Callable[[], bool]) -> DropResult | None:
+    """drop_after_attach, logged; with threads already running, keep everything and say why."""
+    if threading.active_count() != 1:
+        log.warning("not dropping capabilities: %d threads are running already", threading.active_count())
+        return None
+    result = drop_after_attach(still_works)
+    dropped = sorted(names(result.before.permitted) - result.kept)
+    shown = [c for c in dropped if c in COSTS]
+    others = len(dropped) - len(shown)
+    log.info(
+        "dropped capabilities: %s%s; kept: %s",
+        ", ".join(shown) or ("none held" if not dropped else ""),
+        f"{', ' if shown else ''}{others} others" if others else "",
+        ", ".join(sorted(result.kept)) or "none",
+    )
+    return result

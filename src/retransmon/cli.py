@@ -139,6 +139,15 @@ def _add_ring_buffer_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_drop_capabilities_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--drop-capabilities",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give up every capability once the BPF programs are attached (default: on)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="retransmon", description="TCP retransmission monitor for Linux (eBPF).")
     parser.add_argument("--version", action="version", version=f"retransmon {__version__}")
@@ -192,12 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="TCP sockets whose segments sent the kernel tracks at once; memory is used only "
         "per socket tracked (default 262144)",
     )
-    serve.add_argument(
-        "--drop-capabilities",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="give up every capability once the BPF programs are attached (default: on)",
-    )
+    _add_drop_capabilities_option(serve)
     serve.add_argument(
         "--web.config.file",
         dest="web_config_file",
@@ -224,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_filter_options(trace)
     _add_ring_buffer_option(trace)
+    _add_drop_capabilities_option(trace)
     _add_common(trace, log_level="warning")
     trace.set_defaults(func=cmd_trace)
 
@@ -252,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_filter_options(top)
     _add_ring_buffer_option(top)
+    _add_drop_capabilities_option(top)
     _add_common(top, log_level="warning")
     top.set_defaults(func=cmd_top)
     _add_chaos(sub.add_parser("chaos", help="lossy private test network, TCP traffic, and what was caught"))
@@ -389,6 +395,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         event_filter=filter_from_args(args),
         hooks=args.hooks,
         ring_buffer_bytes=args.ring_buffer_kib * 1024,
+        drop_capabilities=args.drop_capabilities,
     )
     stats = run_trace(options, stop, sys.stdout, sys.stderr)
     print(render_stats(stats), file=sys.stderr)
@@ -408,6 +415,7 @@ def cmd_top(args: argparse.Namespace) -> int:
         event_filter=filter_from_args(args),
         hooks=args.hooks,
         ring_buffer_bytes=args.ring_buffer_kib * 1024,
+        drop_capabilities=args.drop_capabilities,
     )
     run_top(options, stop)
     return 0

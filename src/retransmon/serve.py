@@ -79,16 +79,8 @@ def build_agent(options: ServeOptions) -> Agent:
 
 
 def drop_capabilities(agent: Agent) -> None:
-    result = capabilities.drop_after_attach(agent.bpf.maps_accessible)
-    dropped = sorted(capabilities.names(result.before.permitted) - result.kept)
-    shown = [c for c in dropped if c in capabilities.COSTS]
-    others = len(dropped) - len(shown)
-    log.info(
-        "dropped capabilities: %s%s; kept: %s",
-        ", ".join(shown) or ("none held" if not dropped else ""),
-        f"{', ' if shown else ''}{others} others" if others else "",
-        ", ".join(sorted(result.kept)) or "none",
-    )
+    if capabilities.drop_and_log(agent.bpf.maps_accessible) is None:
+        raise RuntimeError("capabilities must be dropped before serve starts its threads")
 
 
 def serve(options: ServeOptions, stop: threading.Event) -> None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+from retransmon import capabilities
 from retransmon.bpf import libbpf
 from retransmon.bpf.program import ProgramOptions, RetransmonBPF
 from retransmon.events import DEFAULT_RING_BUFFER_BYTES, RUNTIME_SETTINGS
@@ -36,8 +37,10 @@ class EventStream:
         on_record: Callable[[bytes], None],
         hooks: str = "auto",
         ring_buffer_bytes: int = DEFAULT_RING_BUFFER_BYTES,
+        drop_capabilities: bool = False,
     ) -> None:
         self._on_record = on_record
+        self._drop_capabilities = drop_capabilities
         self.bpf = RetransmonBPF(ProgramOptions(hooks=hooks, ring_buffer_bytes=ring_buffer_bytes))
         self._ring: libbpf.RingBuffer | None = None
 
@@ -55,6 +58,9 @@ class EventStream:
         try:
             self._ring = libbpf.RingBuffer(self.bpf.map_fd("events"), self._on_record)
             self._set_wanted(True)
+            if self._drop_capabilities:
+                # Attached and reading: the ring buffer, the settings map and detaching need none.
+                capabilities.drop_and_log(self.bpf.maps_accessible)
         except BaseException:
             self.close()
             raise

@@ -46,6 +46,7 @@ class TopOptions:
     event_filter: EventFilter = field(default_factory=EventFilter)
     hooks: str = "auto"
     ring_buffer_bytes: int = DEFAULT_RING_BUFFER_BYTES
+    drop_capabilities: bool = False  # give up every capability once attached (the CLI: on)
 
 
 def owner(row: FlowRow) -> str:
@@ -220,7 +221,9 @@ def run_top(options: TopOptions, stop: threading.Event, out: TextIO | None = Non
     interactive = out.isatty()
     console = Console(file=out) if interactive else None
     with (
-        EventStream(collector.on_record, options.hooks, options.ring_buffer_bytes) as stream,
+        EventStream(
+            collector.on_record, options.hooks, options.ring_buffer_bytes, options.drop_capabilities
+        ) as stream,
         contextlib.ExitStack() as stack,
     ):
         live: Live | None = None

@@ -202,6 +202,7 @@ class TraceOptions:
     event_filter: EventFilter = field(default_factory=EventFilter)
     hooks: str = "auto"
     ring_buffer_bytes: int = DEFAULT_RING_BUFFER_BYTES
+    drop_capabilities: bool = False  # give up every capability once attached (the CLI: on)
 
 
 @dataclass
@@ -294,7 +295,9 @@ def run_trace(options: TraceOptions, stop: threading.Event, out: TextIO, err: Te
     """Trace until *stop* is set or the duration ends; returns what was seen and lost."""
     clock = BootClock()
     tracer = Tracer(options, out, clock, stop)
-    with EventStream(tracer.on_record, options.hooks, options.ring_buffer_bytes) as stream:
+    with EventStream(
+        tracer.on_record, options.hooks, options.ring_buffer_bytes, options.drop_capabilities
+    ) as stream:
         note = "" if stream.exact else " (per-event counting: segments of skipped runs are not recovered)"
         ready = f"Tracing TCP retransmits with hooks {stream.hooks}{note}. Ctrl-C to end."
         print(ready, file=err, flush=True)

@@ -189,7 +189,10 @@ def test_trace_with_only_bpf_and_perfmon_counts_exactly(prefix: list[str]) -> No
         tb.send(flows=2, duration=2)
         time.sleep(1)
         kernel = tcp_counters(tb.client)["RetransSegs"] - before
+        # Attached and reading, trace holds no capability any more.
+        held = {c.effective | c.permitted for c in thread_caps(trace.pid).values()}
         assert trace.stop() == 0, trace.stderr
+        assert held == {0}, held
         segments = sum(int(json.loads(line)["segments"]) for line in trace.stdout.splitlines())
         assert "Traceback" not in trace.stderr
     print(f"trace under {' '.join(prefix[1:])}: RetransSegs {kernel}, traced {segments}")
@@ -208,11 +211,13 @@ def test_top_with_only_bpf_and_perfmon_shows_the_flow() -> None:
         )
         try:
             tb.send(flows=2, duration=2)
+            held = {c.effective | c.permitted for c in thread_caps(top.pid).values()}
             out, err = top.communicate(timeout=60)
         finally:
             if top.poll() is None:
                 top.kill()
                 top.wait()
     assert top.returncode == 0, err
+    assert held == {0}, "top gave up its capabilities once attached"
     assert f"{tb.server_ip}:{tb.port}" in out, out
     assert "Traceback" not in err
