@@ -40,7 +40,8 @@ struct sock_state {
 	__u32 flags;
 	__u32 owner_pid;
 	__u16 lport; /* local port, kept for the close: the kernel unbinds it first */
-	__u16 pad;
+	__u8 last_state; /* the state before TCP_CLOSE, should the close run be skipped */
+	__u8 pad;
 	char owner_comm[RM_COMM_LEN];
 };
 #define SOCK_STATE_BASELINE 0x1 /* retrans_seen is valid */
@@ -651,6 +652,34 @@ static __always_inline void inherit_listener_owner(struct sock_state *st, const 
 }
 
 /*
+ * TCP_CLOSE: account what is left of the socket's total_retrans (segments
+ * whose own retransmit run was skipped) and of its segs_out, and drop its
+ * records. tcp_disconnect() may reuse the socket: it starts over at SYN_SENT.
+ */
+static __always_inline void settle_close(struct sock *sk, int oldstate)
+{
+	struct flow_key key = {};
+	struct sock_state *st;
+	__u32 delta;
+
+	sent_finish(sk);
+	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	if (!st)
+		return;
+	if (st->flags & SOCK_STATE_BASELINE) {
+		delta = sock_total_retrans(sk) - st->retrans_seen;
+		if (delta) {
+			key_for_sock(&key, sk, st->lport, st->flags & SOCK_STATE_PASSIVE);
+			key.state = oldstate;
+			key.kind = RM_KIND_RETRANSMIT;
+			emit_event(&key, delta, RM_EVENT_RECONCILED, st);
+			account(&key, 0, delta);
+		}
+	}
+	bpf_sk_storage_delete(&sock_states, sk);
+}
+
+/*
  * Socket lifecycle: take the baseline when a socket starts (so even its first
  * retransmit is exact), remember the owning process while it is current, and
  * account what is left of total_retrans when the socket closes.
@@ -658,11 +687,9 @@ static __always_inline void inherit_listener_owner(struct sock_state *st, const 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_btf_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
-	struct flow_key key = {};
 	struct sent_state *ss;
 	struct sock_state *st;
 	__u64 key64;
-	__u32 delta;
 
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
@@ -678,6 +705,7 @@ int BPF_PROG(tp_btf_inet_sock_set_state, struct sock *sk, int oldstate, int news
 			return 0;
 		st->retrans_seen = sock_total_retrans(sk);
 		st->flags |= SOCK_STATE_BASELINE;
+		st->last_state = newstate;
 		remember_owner(st);
 		/* segs_out is 0 here (fresh, or reset by tcp_disconnect): the SYN is counted. */
 		if (newstate == TCP_SYN_SENT)
@@ -700,6 +728,7 @@ int BPF_PROG(tp_btf_inet_sock_set_state, struct sock *sk, int oldstate, int news
 			ss->passive = 1;
 		if (st) {
 			st->flags |= SOCK_STATE_PASSIVE;
+			st->last_state = newstate;
 			remember_port(st, sk);
 			inherit_listener_owner(st, sk);
 		}
@@ -707,31 +736,36 @@ int BPF_PROG(tp_btf_inet_sock_set_state, struct sock *sk, int oldstate, int news
 	}
 	if (newstate != TCP_CLOSE) {
 		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
-		if (st)
+		if (st) {
 			remember_port(st, sk);
+			st->last_state = newstate;
+		}
 		key64 = sent_key_of(sk);
 		ss = bpf_map_lookup_elem(&sent_states, &key64);
 		if (ss && sock_lport(sk))
 			ss->lport = sock_lport(sk);
 		return 0;
 	}
+	settle_close(sk, oldstate);
+	return 0;
+}
 
-	sent_finish(sk);
-	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
-	if (!st)
+/*
+ * A socket being destroyed. Its move to TCP_CLOSE normally settled it and
+ * deleted its records already (then this finds nothing). But the kernel skips
+ * a tracing program's run that would nest on a CPU, and a skipped close would
+ * leave its last retransmitted and sent segments uncounted: this hook, a
+ * program of its own, settles such a socket instead, under its last state.
+ */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tp_btf_tcp_destroy_sock, struct sock *sk)
+{
+	struct sock_state *st;
+
+	if (!use_sk_storage)
 		return 0;
-	if (st->flags & SOCK_STATE_BASELINE) {
-		delta = sock_total_retrans(sk) - st->retrans_seen;
-		if (delta) {
-			key_for_sock(&key, sk, st->lport, st->flags & SOCK_STATE_PASSIVE);
-			key.state = oldstate;
-			key.kind = RM_KIND_RETRANSMIT;
-			emit_event(&key, delta, RM_EVENT_RECONCILED, st);
-			account(&key, 0, delta);
-		}
-	}
-	/* tcp_disconnect() may reuse the socket; it starts over at SYN_SENT. */
-	bpf_sk_storage_delete(&sock_states, sk);
+	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	settle_close(sk, st ? st->last_state : TCP_CLOSE);
 	return 0;
 }
 

@@ -195,6 +195,7 @@ def test_health_metrics(agent: AgentProcess) -> None:
         "tcp_retransmit_skb": 1,
         "tcp_retransmit_synack": 1,
         "inet_sock_set_state": 1,
+        "tcp_destroy_sock": 1,
         "sent_segments_iter": 1,
     }
     build = [s for s in samples if s.name == "retransmon_build_info"]

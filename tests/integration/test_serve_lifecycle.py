@@ -20,8 +20,8 @@ def test_signal_detaches_and_exits_zero(sig: signal.Signals) -> None:
     agent = AgentProcess()
     try:
         running = bpf_link_ids()
-        assert len(running - before) == 4, (
-            "three tracepoints and the sent-segments iterator attached while serving"
+        assert len(running - before) == 5, (
+            "four tracepoints and the sent-segments iterator attached while serving"
         )
         started = time.monotonic()
     finally:

@@ -180,6 +180,7 @@ MODERN = KernelFeatures(
     tp_btf_sock_set_state=True,
     retransmit_has_err=True,
     sk_cgroup_pointer=True,
+    tp_btf_destroy_sock=True,
 )
 NO_STATE_HOOK = replace(MODERN, tp_btf_sock_set_state=False)
 NO_TP_BTF = replace(MODERN, tp_btf_retransmit_skb=False, tp_btf_retransmit_synack=False)
@@ -226,6 +227,13 @@ def test_tracepoint_mode_only_tracepoints() -> None:
     for features in (MODERN, NO_TP_BTF):
         plans = plans_for("tracepoint", features)
         assert plans == [HookPlan("tracepoint", TRACEPOINT_PROGRAMS, False, False)]
+
+
+def test_without_destroy_hook_the_close_alone_settles_sockets() -> None:
+    plans = plans_for("auto", replace(MODERN, tp_btf_destroy_sock=False))
+    assert plans[0].exact is True
+    assert "tp_btf_tcp_destroy_sock" not in plans[0].programs
+    assert "tp_btf_inet_sock_set_state" in plans[0].programs
 
 
 def test_without_sock_set_state_counting_is_per_event() -> None:

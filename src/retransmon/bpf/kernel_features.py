@@ -20,6 +20,7 @@ class KernelFeatures:
     retransmit_has_err: bool  # tcp_retransmit_skb(sk, skb, err), Linux 6.x
     sk_cgroup_pointer: bool  # sock_cgroup_data.cgroup (5.15+)
     iter_task_file: bool = False  # iter/task_file (5.8+): live sockets' sent segments at harvest
+    tp_btf_destroy_sock: bool = False  # tcp_destroy_sock (4.16+): a safety net for skipped closes
 
     @property
     def tp_btf(self) -> bool:
@@ -60,4 +61,5 @@ def probe() -> KernelFeatures:
             retransmit_has_err=(retrans or 0) >= 3,
             sk_cgroup_pointer=_has_member(btf, "sock_cgroup_data", "cgroup"),
             iter_task_file=btf.find("bpf_iter__task_file", libbpf.BTF_KIND_STRUCT) is not None,
+            tp_btf_destroy_sock=_tracepoint_nargs(btf, "tcp_destroy_sock") is not None,
         )

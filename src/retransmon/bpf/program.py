@@ -35,7 +35,12 @@ COARSE_RESERVE = 4096  # table slots kept for coarse (folded) keys when flows ov
 
 HOOK_MODES = ("auto", "tp_btf", "tracepoint")
 
-TP_BTF_PROGRAMS = ("tp_btf_tcp_retransmit_skb", "tp_btf_tcp_retransmit_synack", "tp_btf_inet_sock_set_state")
+TP_BTF_PROGRAMS = (
+    "tp_btf_tcp_retransmit_skb",
+    "tp_btf_tcp_retransmit_synack",
+    "tp_btf_inet_sock_set_state",
+    "tp_btf_tcp_destroy_sock",  # settles a socket whose TCP_CLOSE run the kernel skipped
+)
 TRACEPOINT_PROGRAMS = ("tracepoint_tcp_retransmit_skb", "tracepoint_tcp_retransmit_synack")
 SENT_ITERATOR = "iter_sent_segments"  # run at every harvest over every process's open sockets
 
@@ -44,6 +49,7 @@ PROGRAM_LABELS = {
     "tp_btf_tcp_retransmit_skb": "tcp_retransmit_skb",
     "tp_btf_tcp_retransmit_synack": "tcp_retransmit_synack",
     "tp_btf_inet_sock_set_state": "inet_sock_set_state",
+    "tp_btf_tcp_destroy_sock": "tcp_destroy_sock",
     "tracepoint_tcp_retransmit_skb": "tcp_retransmit_skb",
     "tracepoint_tcp_retransmit_synack": "tcp_retransmit_synack",
     SENT_ITERATOR: "sent_segments_iter",
@@ -66,9 +72,11 @@ def plans_for(mode: str, features: KernelFeatures) -> list[HookPlan]:
         raise UsageError(f"unknown hook type {mode!r}; choose one of {', '.join(HOOK_MODES)}")
     plans: list[HookPlan] = []
     if mode in ("auto", "tp_btf") and features.tp_btf:
-        base = tuple(
-            p for p in TP_BTF_PROGRAMS if p != "tp_btf_inet_sock_set_state" or features.tp_btf_sock_set_state
-        )
+        optional = {
+            "tp_btf_inet_sock_set_state": features.tp_btf_sock_set_state,
+            "tp_btf_tcp_destroy_sock": features.tp_btf_sock_set_state and features.tp_btf_destroy_sock,
+        }
+        base = tuple(p for p in TP_BTF_PROGRAMS if optional.get(p, True))
         exact = features.tp_btf_sock_set_state
         iterators = (SENT_ITERATOR,) if features.iter_task_file and features.tp_btf_sock_set_state else ()
         plans.append(HookPlan("tp_btf", base, True, exact, iterators))
