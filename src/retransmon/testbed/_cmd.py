@@ -29,3 +29,15 @@ def _text(data: str | bytes | None) -> str:
     if data is None:
         return ""
     return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
+def signal_and_wait(proc: subprocess.Popen[Any], sig: int, timeout: float) -> int:
+    """Send `sig` if the process still runs, wait, SIGKILL after `timeout` s; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

@@ -20,6 +20,7 @@ from types import TracebackType
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from retransmon.testbed._cmd import signal_and_wait
 from retransmon.testbed.errors import TestbedError
 
 
@@ -146,13 +147,7 @@ class AgentProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         """Signal the agent and wait; returns its exit code (killed after *timeout*)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        signal_and_wait(self.proc, sig, timeout)
         self._collect()
         return self.proc.returncode
 

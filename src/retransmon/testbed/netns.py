@@ -94,15 +94,7 @@ class NetNamespace:
 
 def _stop(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
     """SIGTERM, then SIGKILL after `grace` seconds; always reap."""
-    if proc.poll() is None:
-        try:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    else:
-        proc.wait()
+    _cmd.signal_and_wait(proc, signal.SIGTERM, grace)
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()

@@ -9,6 +9,7 @@ import tempfile
 import time
 from types import TracebackType
 
+from retransmon.testbed._cmd import signal_and_wait
 from retransmon.testbed.agent import retransmon_command
 from retransmon.testbed.errors import TestbedError
 
@@ -61,14 +62,7 @@ class TraceProcess:
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
         """Signal the process and wait; returns its exit code (killed after *timeout*)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.returncode = self.proc.returncode
+        self.returncode = signal_and_wait(self.proc, sig, timeout)
         return self.returncode
 
     def wait(self, timeout: float) -> int:
