@@ -33,6 +33,7 @@ const volatile bool has_err_arg = false;    /* tcp_retransmit_skb(sk, skb, err) 
 const volatile bool use_sk_storage = true;  /* exact per-socket accounting */
 const volatile bool has_sk_cgroup = true;   /* sock_cgroup_data.cgroup exists */
 const volatile __u32 flow_capacity = 16384; /* full flows per table, then coarse keys */
+const volatile bool count_flows = true;     /* false for trace and top: nobody drains the tables */
 
 /* Per-socket retransmit accounting state (socket storage; handlers hold the socket lock). */
 struct sock_state {
@@ -166,7 +167,7 @@ static __always_inline void account(struct flow_key *key, __u64 events, __u64 se
 	void *table;
 	int i;
 
-	if (!events && !segments)
+	if (!count_flows || (!events && !segments))
 		return;
 	table = bpf_map_lookup_elem(&flow_tables, &zero);
 	if (!table)

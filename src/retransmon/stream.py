@@ -41,7 +41,16 @@ class EventStream:
     ) -> None:
         self._on_record = on_record
         self._drop_capabilities = drop_capabilities
-        self.bpf = RetransmonBPF(ProgramOptions(hooks=hooks, ring_buffer_bytes=ring_buffer_bytes))
+        # Records only: no flow counts, which only `serve` drains; tables of one slot.
+        self.bpf = RetransmonBPF(
+            ProgramOptions(
+                hooks=hooks,
+                ring_buffer_bytes=ring_buffer_bytes,
+                count_flows=False,
+                flow_capacity=1,
+                coarse_reserve=1,
+            )
+        )
         self._ring: libbpf.RingBuffer | None = None
 
     def __enter__(self) -> EventStream:

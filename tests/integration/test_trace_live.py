@@ -267,3 +267,31 @@ def test_lost_records_are_reported() -> None:
         assert lost > 0
         assert re.search(r"^retransmon: \d+ records lost \(ring buffer full\)", trace.stderr, re.M)
         assert segments_in(records(trace), tb.client) == segments < kernel
+
+
+def test_event_stream_records_every_segment_and_leaves_the_flow_tables_empty() -> None:
+    """trace/top read records only: their programs count no flows, which nobody would drain."""
+    from retransmon.bpf import libbpf
+    from retransmon.events import EventDecoder
+    from retransmon.flows import FLOW_KEY, is_meta
+    from retransmon.stream import EventStream
+
+    records: list[bytes] = []
+    with EventStream(records.append) as stream, TestBed(loss_percent=10, offloads=True) as tb:
+        before = tcp_counters(tb.client)["RetransSegs"]
+        tb.send(flows=2, duration=1)
+        kernel = settled_retranssegs(tb.client) - before
+        for _ in range(20):
+            stream.poll(100)
+        events = [EventDecoder().decode(r) for r in records]
+        ours = sum(e.segments for e in events if e.flow.netns == tb.client.inode)
+        assert stream.bpf.tables is not None
+        flows = [
+            k
+            for fd in stream.bpf.tables.table_fds
+            for k in libbpf.map_keys(fd, FLOW_KEY.size)
+            if not is_meta(k)
+        ]
+    print(f"event stream: RetransSegs {kernel}, records {ours}, flow table entries {len(flows)}")
+    assert kernel > 0 and ours == kernel
+    assert flows == []

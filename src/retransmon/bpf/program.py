@@ -113,6 +113,7 @@ class ProgramOptions:
     hooks: str = "auto"
     flow_capacity: int = 16384  # distinct flows per harvest interval before folding
     socket_capacity: int = 262144  # TCP sockets whose segments sent are tracked at once
+    count_flows: bool = True  # False: only per-event records (trace, top); the flow tables stay empty
     ring_buffer_bytes: int = 4096  # one page unless a reader wants events
     coarse_reserve: int = COARSE_RESERVE
 
@@ -220,6 +221,7 @@ class RetransmonBPF:
             use_sk_storage=with_storage,
             has_sk_cgroup=self.features.sk_cgroup_pointer,
             flow_capacity=self.options.flow_capacity,
+            count_flows=self.options.count_flows,
         )
         size = self.options.flow_capacity + self.options.coarse_reserve + 1
         for name in ("flows_a", "flows_b"):
