@@ -25,7 +25,7 @@ from typing import Any
 from bench.machine import describe
 from bench.procstat import cpu_seconds
 from retransmon.bpf import libbpf
-from retransmon.testbed import NetNamespace, TestBed, tcp_counters
+from retransmon.testbed import TestBed, settled_retranssegs
 from retransmon.testbed.tracer import TraceProcess
 
 LOADS = ((4, 10.0), (8, 10.0), (8, 20.0), (8, 30.0), (16, 10.0), (16, 20.0))  # (flows, loss %)
@@ -79,28 +79,19 @@ def retransmit_prog_stats(pid: int) -> tuple[int, int, int]:
     return 0, 0, 0
 
 
-def settled(ns: NetNamespace) -> int:
-    for _ in range(40):
-        before = tcp_counters(ns)["RetransSegs"]
-        time.sleep(0.25)
-        if tcp_counters(ns)["RetransSegs"] == before:
-            return before
-    raise RuntimeError(f"RetransSegs in {ns.name} never stopped moving")
-
-
 def run_load(flows: int, loss: float, seconds: float, nice: int = 0) -> Result:
     prefix = ("nice", "-n", str(nice)) if nice else ()
     with (
         TestBed(loss_percent=loss, offloads=False, prefix="rmbench") as tb,
         TraceProcess("--json", prefix=prefix) as trace,
     ):
-        before = settled(tb.client)
+        before = settled_retranssegs(tb.client)
         cpu0 = cpu_seconds(trace.pid)
         bpf0 = retransmit_prog_stats(trace.pid)
         started = time.monotonic()
         tb.send(flows=flows, duration=seconds)
         elapsed = time.monotonic() - started
-        kernel = settled(tb.client) - before
+        kernel = settled_retranssegs(tb.client) - before
         time.sleep(0.5)
         cpu = cpu_seconds(trace.pid) - cpu0
         bpf1 = retransmit_prog_stats(trace.pid)

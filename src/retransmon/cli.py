@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from retransmon import __version__
 from retransmon.errors import RetransmonError, UsageError
-from retransmon.eventfilter import add_filter_options
+from retransmon.eventfilter import add_filter_options, parse_port
 from retransmon.events import DEFAULT_RING_BUFFER_BYTES
 from retransmon.labels import LABEL_NAMES
 from retransmon.topmodel import SORT_KEYS
@@ -93,16 +93,6 @@ def _milliseconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected milliseconds like 50 or 50ms, got {text!r}") from None
     if not 0 <= value <= 10000:
         raise argparse.ArgumentTypeError(f"must be between 0 and 10000 ms, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a TCP port, got {text!r}") from None
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, got {value}")
     return value
 
 
@@ -321,7 +311,11 @@ def _add_chaos(chaos: argparse.ArgumentParser) -> None:
         "and keep it up after the run until Ctrl-C",
     )
     chaos.add_argument(
-        "--prometheus-port", type=_port, default=9090, metavar="PORT", help="Prometheus port (default 9090)"
+        "--prometheus-port",
+        type=parse_port,
+        default=9090,
+        metavar="PORT",
+        help="Prometheus port (default 9090)",
     )
     chaos.add_argument(
         "--scrape",

@@ -12,7 +12,7 @@ the same samples.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
@@ -80,47 +80,22 @@ class SeriesWriter:
         self._retrans = _LabelCache(labels)
         self._sent = _LabelCache(sent_labels(labels))
 
-    @staticmethod
-    def _family(name: str, doc: str, openmetrics: bool, lines: Iterator[str]) -> Iterator[str]:
-        # OpenMetrics names the family without _total; the text format names it as its samples.
-        family = name if openmetrics else f"{name}_total"
-        yield f"# HELP {family} {_escape_help(doc)}\n# TYPE {family} counter\n"
-        yield from lines
-
     def render(self, snap: Snapshot, openmetrics: bool) -> bytes:
-        retrans = snap.retransmits
-        rl = self._retrans.lookup(retrans)
-        sl = self._sent.lookup(snap.sent)
-        name_s, name_e, name_t = (
-            "tcp_retransmitted_segments",
-            "tcp_retransmissions",
-            "tcp_segments_sent",
+        retrans_labels = self._retrans.lookup(snap.retransmits)
+        sent_labels_ = self._sent.lookup(snap.sent)
+        families = (
+            ("tcp_retransmitted_segments", SEGMENTS_HELP, snap.retransmits, retrans_labels, "segments"),
+            ("tcp_retransmissions", EVENTS_HELP, snap.retransmits, retrans_labels, "events"),
+            ("tcp_segments_sent", SENT_HELP, snap.sent, sent_labels_, "segments"),
         )
         parts: list[str] = []
-        parts.extend(
-            self._family(
-                name_s,
-                SEGMENTS_HELP,
-                openmetrics,
-                (f"{name_s}_total{lab} {s.segments}\n" for s, lab in zip(retrans, rl, strict=True)),
+        for name, doc, samples, labels, field in families:
+            # OpenMetrics names the family without _total; the text format names it as its samples.
+            family = name if openmetrics else f"{name}_total"
+            parts.append(f"# HELP {family} {_escape_help(doc)}\n# TYPE {family} counter\n")
+            parts.extend(
+                f"{name}_total{lab} {getattr(s, field)}\n" for s, lab in zip(samples, labels, strict=True)
             )
-        )
-        parts.extend(
-            self._family(
-                name_e,
-                EVENTS_HELP,
-                openmetrics,
-                (f"{name_e}_total{lab} {s.events}\n" for s, lab in zip(retrans, rl, strict=True)),
-            )
-        )
-        parts.extend(
-            self._family(
-                name_t,
-                SENT_HELP,
-                openmetrics,
-                (f"{name_t}_total{lab} {s.segments}\n" for s, lab in zip(snap.sent, sl, strict=True)),
-            )
-        )
         return "".join(parts).encode()
 
 

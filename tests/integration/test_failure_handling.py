@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from retransmon.bpf import libbpf
 from retransmon.serve import Agent, ServeOptions, build_agent
-from retransmon.testbed import AgentProcess, NetNamespace, TestBed, parse_metrics, tcp_counters, total
+from retransmon.testbed import (
+    AgentProcess,
+    NetNamespace,
+    TestBed,
+    parse_metrics,
+    read_while_settled,
+    total,
+)
 from retransmon.testbed.agent import Sample
 
 SEGMENTS = "tcp_retransmitted_segments_total"
@@ -24,13 +30,7 @@ ONLY_BPF_PERFMON = [
 
 
 def _settled(ns: NetNamespace, scrape: Callable[[], list[Sample]]) -> tuple[int, list[Sample]]:
-    for _ in range(40):
-        before = tcp_counters(ns)["RetransSegs"]
-        samples = scrape()
-        if tcp_counters(ns)["RetransSegs"] == before:
-            return before, samples
-        time.sleep(0.25)
-    raise AssertionError(f"RetransSegs in {ns.name} never stopped moving")
+    return read_while_settled(ns, scrape)
 
 
 @pytest.fixture

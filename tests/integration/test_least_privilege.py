@@ -13,7 +13,7 @@ import pytest
 
 from retransmon import capabilities
 from retransmon.capabilities import CAP_BPF, CAP_PERFMON, parse_status
-from retransmon.testbed import AgentProcess, NetNamespace, TestBed, tcp_counters, total
+from retransmon.testbed import AgentProcess, NetNamespace, TestBed, read_while_settled, tcp_counters, total
 from retransmon.testbed.agent import free_port, retransmon_command
 from retransmon.testbed.tracer import TraceProcess
 
@@ -40,13 +40,7 @@ ONLY_BPF = ["setpriv", "--inh-caps=-all,+bpf", "--ambient-caps=-all,+bpf", "--bo
 
 def settled(agent: AgentProcess, ns: NetNamespace) -> tuple[int, int]:
     """(kernel RetransSegs, exported segments) of ns, read while RetransSegs did not move."""
-    for _ in range(40):
-        before = tcp_counters(ns)["RetransSegs"]
-        ours = int(total(agent.scrape(), SEGMENTS, netns=str(ns.inode)))
-        if tcp_counters(ns)["RetransSegs"] == before:
-            return before, ours
-        time.sleep(0.25)
-    raise AssertionError(f"RetransSegs in {ns.name} never stopped moving")
+    return read_while_settled(ns, lambda: int(total(agent.scrape(), SEGMENTS, netns=str(ns.inode))))
 
 
 def thread_caps(pid: int) -> dict[int, capabilities.CapSets]:

@@ -13,9 +13,9 @@ from retransmon.testbed import (
     Impairment,
     NetNamespace,
     TestBed,
+    read_while_settled,
     run_holder,
     run_sender,
-    tcp_counters,
     tcp_ext_counters,
     total,
 )
@@ -34,13 +34,7 @@ def agent() -> Iterator[AgentProcess]:
 
 def settled(ns: NetNamespace, agent: AgentProcess) -> tuple[int, list[Sample]]:
     """The kernel's RetransSegs and a scrape taken while it did not move."""
-    for _ in range(40):
-        before = tcp_counters(ns)["RetransSegs"]
-        samples = agent.scrape()
-        if tcp_counters(ns)["RetransSegs"] == before:
-            return before, samples
-        time.sleep(0.25)
-    raise AssertionError(f"RetransSegs in {ns.name} never stopped moving")
+    return read_while_settled(ns, agent.scrape)
 
 
 def ours(samples: list[Sample], ns: NetNamespace, metric: str = SEGMENTS, **labels: str) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from retransmon.testbed import NetNamespace, TestBed, tcp_counters
+from retransmon.testbed import NetNamespace, TestBed, settled_retranssegs, tcp_counters
 from retransmon.testbed.agent import retransmon_command
 from retransmon.testbed.tracer import TraceProcess
 
@@ -34,15 +34,6 @@ JSON_KEYS = [
     "comm",
 ]
 FlowKey = tuple[int, str, int, str, int, str]  # netns, src_ip, src_port, dst_ip, dst_port, kind
-
-
-def settled_retranssegs(ns: NetNamespace) -> int:
-    for _ in range(40):
-        before = tcp_counters(ns)["RetransSegs"]
-        time.sleep(0.25)
-        if tcp_counters(ns)["RetransSegs"] == before:
-            return before
-    raise AssertionError(f"RetransSegs in {ns.name} never stopped moving")
 
 
 def records(trace: TraceProcess) -> list[dict[str, Any]]:

@@ -14,7 +14,15 @@ if TYPE_CHECKING:
     from retransmon.testbed.cgroup import TestCgroup
     from retransmon.testbed.errors import CommandError, ImpairmentUnavailable, TestbedError
     from retransmon.testbed.loss import TCP_FLAG_FILTERS, Impairment, build_ruleset, netem_available
-    from retransmon.testbed.netns import NetNamespace, list_netns, parse_snmp, tcp_counters, tcp_ext_counters
+    from retransmon.testbed.netns import (
+        NetNamespace,
+        list_netns,
+        parse_snmp,
+        read_while_settled,
+        settled_retranssegs,
+        tcp_counters,
+        tcp_ext_counters,
+    )
     from retransmon.testbed.testbed import TestBed
     from retransmon.testbed.traffic import run_holder, run_sender, start_sink
     from retransmon.testbed.veth import Link, VethPair
@@ -37,6 +45,8 @@ _EXPORTS = {
     "NetNamespace": "netns",
     "list_netns": "netns",
     "parse_snmp": "netns",
+    "read_while_settled": "netns",
+    "settled_retranssegs": "netns",
     "tcp_counters": "netns",
     "tcp_ext_counters": "netns",
     "TestBed": "testbed",
@@ -65,8 +75,10 @@ __all__ = [
     "netem_available",
     "parse_metrics",
     "parse_snmp",
+    "read_while_settled",
     "run_holder",
     "run_sender",
+    "settled_retranssegs",
     "start_sink",
     "tcp_counters",
     "tcp_ext_counters",

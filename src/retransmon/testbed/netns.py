@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import threading
+import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from retransmon.testbed import _cmd
 from retransmon.testbed.errors import TestbedError
@@ -134,6 +136,27 @@ def _read_proc(ns: NetNamespace | None, path: str) -> str:
 def tcp_counters(ns: NetNamespace | None) -> dict[str, int]:
     """The `Tcp:` counters of /proc/net/snmp in ns (None: this process's namespace)."""
     return parse_snmp(_read_proc(ns, "/proc/net/snmp")).get("Tcp", {})
+
+
+T = TypeVar("T")
+
+
+def read_while_settled(
+    ns: NetNamespace, read: Callable[[], T], tries: int = 40, pause: float = 0.25
+) -> tuple[int, T]:
+    """ns's RetransSegs, and what read() returned while it did not move (the same before and after)."""
+    for _ in range(tries):
+        before = tcp_counters(ns)["RetransSegs"]
+        value = read()
+        if tcp_counters(ns)["RetransSegs"] == before:
+            return before, value
+        time.sleep(pause)
+    raise TestbedError(f"RetransSegs in {ns.name} never stopped moving")
+
+
+def settled_retranssegs(ns: NetNamespace, pause: float = 0.25) -> int:
+    """ns's RetransSegs once it stayed the same for `pause` seconds."""
+    return read_while_settled(ns, lambda: time.sleep(pause), pause=0)[0]
 
 
 def tcp_ext_counters(ns: NetNamespace | None) -> dict[str, int]:
