@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 BUILD := build
-BPF_OBJ := src/retransmon/bpf/retransmon.bpf.o
+BPF_OBJ := src/retransmon/kernel/retransmon.bpf.o
 BPF_SRC := bpf/retransmon.bpf.c bpf/retransmon.h
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 

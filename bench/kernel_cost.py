@@ -6,8 +6,8 @@ import os
 from typing import Any
 
 from bench.storm import run_storm, storm_bed
-from retransmon.bpf import libbpf
-from retransmon.bpf.program import RetransmonBPF
+from retransmon.kernel import libbpf
+from retransmon.kernel.skeleton import RetransmonBPF
 
 TARGET_NS = 150.0
 

@@ -18,11 +18,11 @@ import time
 from typing import Any
 
 from bench.stats import median, spread
-from retransmon.exposition import AgentExposition
-from retransmon.harvester import Snapshot
-from retransmon.labels import parse_labels, sent_labels
-from retransmon.series import SeriesTable
-from retransmon.server import MetricsServer
+from retransmon.attribution.labels import parse_labels, sent_labels
+from retransmon.export.exposition import AgentExposition
+from retransmon.export.harvester import Snapshot
+from retransmon.export.series import SeriesTable
+from retransmon.export.server import MetricsServer
 
 SIZES = (1000, 10000, 100000)
 TARGETS_MS = {10000: 100.0, 100000: 1000.0}

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.procstat import cpu_seconds
-from retransmon.testbed import AgentProcess, NetNamespace, TestBed, run_sender, tcp_counters, total
-from retransmon.testbed.tls import bcrypt_hash, make_certificates, web_config_yaml
+from tests.support import AgentProcess, NetNamespace, TestBed, run_sender, tcp_counters, total
+from tests.support.tls import bcrypt_hash, make_certificates, web_config_yaml
 
 SETPRIV = [
     "setpriv",

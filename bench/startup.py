@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.procstat import memory_kib
 from bench.stats import median, spread
-from retransmon.testbed.agent import free_port, retransmon_command
+from tests.support.agent import free_port, retransmon_command
 
 TARGET_SECONDS = 1.0
 TARGET_RSS_MIB = 50.0

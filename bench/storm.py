@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from retransmon.testbed import TestBed, tcp_counters
+from tests.support import TestBed, tcp_counters
 
 STORM_FLOWS = 8
 STORM_LOSS = 10.0

@@ -19,8 +19,8 @@ from typing import Any
 
 from bench.stats import median, spread
 from bench.userspace_cost import trace_available
-from retransmon.testbed import AgentProcess, TestBed
-from retransmon.testbed.agent import retransmon_command
+from tests.support import AgentProcess, TestBed
+from tests.support.agent import retransmon_command
 
 IPERF_PORT = 5201
 TARGET_OVERHEAD_PERCENT = 1.0

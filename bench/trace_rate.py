@@ -24,9 +24,9 @@ from typing import Any
 
 from bench.machine import describe
 from bench.procstat import cpu_seconds
-from retransmon.bpf import libbpf
-from retransmon.testbed import TestBed, settled_retranssegs
-from retransmon.testbed.tracer import TraceProcess
+from retransmon.kernel import libbpf
+from tests.support import TestBed, settled_retranssegs
+from tests.support.tracer import TraceProcess
 
 LOADS = ((4, 10.0), (8, 10.0), (8, 20.0), (8, 30.0), (16, 10.0), (16, 20.0))  # (flows, loss %)
 
@@ -132,8 +132,8 @@ def user_space_cost(records: int = 200_000) -> float:
     import ipaddress
     import threading
 
-    from retransmon.events import BootClock, encode_event
-    from retransmon.trace import TraceOptions, Tracer
+    from retransmon.live.events import BootClock, encode_event
+    from retransmon.live.trace import TraceOptions, Tracer
 
     laddr = ipaddress.ip_address("198.18.0.1").packed + bytes(12)
     raddr = ipaddress.ip_address("198.18.0.2").packed + bytes(12)

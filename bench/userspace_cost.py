@@ -17,8 +17,8 @@ from typing import Any
 from bench.procstat import cpu_seconds, memory_kib
 from bench.stats import median
 from bench.storm import run_storm, storm_bed
-from retransmon.testbed import AgentProcess, TestBed
-from retransmon.testbed.agent import retransmon_command
+from tests.support import AgentProcess, TestBed
+from tests.support.agent import retransmon_command
 
 TARGET_CPU_PERCENT = 1.0
 TARGET_RSS_MIB = 60.0

@@ -24,7 +24,7 @@ from pathlib import Path
 from retransmon.chaos.network import ChaosNetwork
 from retransmon.chaos.options import ChaosOptions
 from retransmon.chaos.prometheus import PrometheusServer
-from retransmon.testbed import AgentProcess
+from tests.support import AgentProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ((66, 5.0), (68, 1.0))  # (veth index: 198.18.<index>.2 is the peer, loss %)

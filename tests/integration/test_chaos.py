@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from retransmon.chaos.options import PREFIX
-from retransmon.testbed import AgentProcess, free_port, list_netns, netem_available
-from retransmon.testbed.agent import retransmon_command
 from tests.integration.conftest import bpf_link_ids
+from tests.support import AgentProcess, free_port, list_netns, netem_available
+from tests.support.agent import retransmon_command
 
 HostState = dict[str, object]
 

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from retransmon.bpf import libbpf
-from retransmon.serve import Agent, ServeOptions, build_agent
-from retransmon.testbed import (
+from retransmon.export.agent import Agent, ServeOptions, build_agent
+from retransmon.kernel import libbpf
+from tests.support import (
     AgentProcess,
     NetNamespace,
     TestBed,
@@ -17,7 +17,7 @@ from retransmon.testbed import (
     read_while_settled,
     total,
 )
-from retransmon.testbed.agent import Sample
+from tests.support.agent import Sample
 
 SEGMENTS = "tcp_retransmitted_segments_total"
 LABELS = "ip_version,src_ip,dst_ip,service_port,state,kind,netns"

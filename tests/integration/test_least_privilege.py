@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from retransmon import capabilities
-from retransmon.capabilities import CAP_BPF, CAP_PERFMON, parse_status
-from retransmon.testbed import AgentProcess, NetNamespace, TestBed, read_while_settled, tcp_counters, total
-from retransmon.testbed.agent import free_port, retransmon_command
-from retransmon.testbed.tracer import TraceProcess
+from retransmon.kernel import capabilities
+from retransmon.kernel.capabilities import CAP_BPF, CAP_PERFMON, parse_status
+from tests.support import AgentProcess, NetNamespace, TestBed, read_while_settled, tcp_counters, total
+from tests.support.agent import free_port, retransmon_command
+from tests.support.tracer import TraceProcess
 
 from .conftest import bpf_link_ids
 
@@ -134,7 +134,7 @@ def test_check_reports_capabilities_and_costs() -> None:
 DROP_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    from retransmon import capabilities
+    from retransmon.kernel import capabilities
     works = sys.argv[1] == "works"
     result = capabilities.drop_after_attach(lambda: works)
     with open("/proc/thread-self/status") as f:

@@ -16,8 +16,8 @@ import pytest
 from retransmon.chaos.network import ChaosNetwork
 from retransmon.chaos.options import ChaosOptions
 from retransmon.chaos.prometheus import PrometheusServer
-from retransmon.testbed import AgentProcess
 from tests.deploy_files import dashboard_exprs, load_dashboard, to_promql
+from tests.support import AgentProcess
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 README_RATE_QUERY = (

@@ -18,9 +18,9 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from retransmon.testbed import AgentProcess, NetNamespace, TestBed, TestCgroup, tcp_counters, total
-from retransmon.testbed.agent import Sample
-from retransmon.testbed.traffic import module_env, sender_argv
+from retransmon.chaos.traffic import module_env, sender_argv
+from tests.support import AgentProcess, NetNamespace, TestBed, TestCgroup, tcp_counters, total
+from tests.support.agent import Sample
 
 SENT = "tcp_segments_sent_total"
 RETRANS = "tcp_retransmitted_segments_total"

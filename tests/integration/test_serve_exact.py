@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from retransmon.testbed import (
+from tests.support import (
     AgentProcess,
     Impairment,
     NetNamespace,
@@ -19,7 +19,7 @@ from retransmon.testbed import (
     tcp_ext_counters,
     total,
 )
-from retransmon.testbed.agent import Sample
+from tests.support.agent import Sample
 
 SEGMENTS = "tcp_retransmitted_segments_total"
 EVENTS = "tcp_retransmissions_total"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from retransmon.testbed import AgentProcess, TestBed, total
-from retransmon.testbed.agent import free_port, http_get, retransmon_command
-from retransmon.testbed.tls import Certificates, bcrypt_hash, make_certificates, web_config_yaml
+from tests.support import AgentProcess, TestBed, total
+from tests.support.agent import free_port, http_get, retransmon_command
+from tests.support.tls import Certificates, bcrypt_hash, make_certificates, web_config_yaml
 
 from .conftest import bpf_link_ids, bpf_prog_ids
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from retransmon.testbed import AgentProcess
-from retransmon.testbed.agent import retransmon_command
+from tests.support import AgentProcess
+from tests.support.agent import retransmon_command
 
 from .conftest import bpf_link_ids
 

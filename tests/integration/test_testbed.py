@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from retransmon.testbed import (
+from retransmon.chaos.loss import TCP_FLAG_FILTERS
+from tests.support import (
     CommandError,
     Impairment,
     ImpairmentUnavailable,
@@ -23,7 +24,6 @@ from retransmon.testbed import (
     tcp_counters,
     tcp_ext_counters,
 )
-from retransmon.testbed.loss import TCP_FLAG_FILTERS
 
 pytestmark = pytest.mark.root
 

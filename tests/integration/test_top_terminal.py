@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from retransmon.testbed import TestBed
-from retransmon.testbed.agent import retransmon_command
+from tests.support import TestBed
+from tests.support.agent import retransmon_command
 
 
 class Tmux:

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from retransmon.testbed import NetNamespace, TestBed, settled_retranssegs, tcp_counters
-from retransmon.testbed.agent import retransmon_command
-from retransmon.testbed.tracer import TraceProcess
+from tests.support import NetNamespace, TestBed, settled_retranssegs, tcp_counters
+from tests.support.agent import retransmon_command
+from tests.support.tracer import TraceProcess
 
 JSON_KEYS = [
     "time",
@@ -262,10 +262,10 @@ def test_lost_records_are_reported() -> None:
 
 def test_event_stream_records_every_segment_and_leaves_the_flow_tables_empty() -> None:
     """trace/top read records only: their programs count no flows, which nobody would drain."""
-    from retransmon.bpf import libbpf
-    from retransmon.events import EventDecoder
-    from retransmon.flows import FLOW_KEY, is_meta
-    from retransmon.stream import EventStream
+    from retransmon.attribution.flows import FLOW_KEY, is_meta
+    from retransmon.kernel import libbpf
+    from retransmon.live.events import EventDecoder
+    from retransmon.live.stream import EventStream
 
     records: list[bytes] = []
     with EventStream(records.append) as stream, TestBed(loss_percent=10, offloads=True) as tb:

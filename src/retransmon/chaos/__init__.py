@@ -9,4 +9,7 @@ Modules, one job each:
 * run: the orchestration: agent, network, traffic, progress, signals, cleanup.
 * cleanup: ``--cleanup``, leftovers of a run that was killed.
 * prometheus: a real Prometheus server on loopback (``--prometheus``, tests, screenshots).
+* netns, veth, loss, traffic, shell, errors: the private test network itself (namespaces, a veth
+  pair, nftables or netem impairment, the traffic generator run as
+  ``python -m retransmon.chaos.traffic``); tests and benchmarks build theirs from these too.
 """

@@ -17,13 +17,13 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+from retransmon.chaos import shell
+from retransmon.chaos.netns import list_netns
 from retransmon.chaos.options import PREFIX, PROBE_PREFIX
-from retransmon.testbed import _cmd
-from retransmon.testbed.netns import list_netns
 
 # rmchaos-<role>-<pid>-<n>, and the scratch namespace that probes for netem (rmprobe-<pid>-<n>).
 _NAME = re.compile(rf"^(?:{PREFIX}-[a-z]+|{PROBE_PREFIX})-(\d+)-\d+$")
-TRAFFIC_MODULE = "retransmon.testbed.traffic"
+TRAFFIC_MODULE = "retransmon.chaos.traffic"
 
 
 @dataclass
@@ -80,11 +80,11 @@ def cleanup() -> Cleaned:
         if pid != os.getpid() and _alive(pid) and ("chaos" in _cmdline(pid) or name.startswith(PROBE_PREFIX)):
             result.kept.append(name)
             continue
-        out = _cmd.run(["ip", "netns", "pids", name], check=False).stdout
+        out = shell.run(["ip", "netns", "pids", name], check=False).stdout
         # Only the sink and sender a chaos run started there, by PID.
         ours = [int(p) for p in out.split() if p.isdigit() and TRAFFIC_MODULE in _cmdline(int(p))]
         _end(ours)
         result.processes += ours
-        _cmd.run(["ip", "netns", "del", name], check=False)
+        shell.run(["ip", "netns", "del", name], check=False)
         result.namespaces.append(name)
     return result

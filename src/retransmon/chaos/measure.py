@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
-from retransmon.series import Sample
+from retransmon.export.series import Sample
 
 # Labels of the in-process agent: one series per connection, kind, and namespace.
 AGENT_LABELS: tuple[str, ...] = ("ip_version", "src_ip", "src_port", "dst_ip", "dst_port", "kind", "netns")

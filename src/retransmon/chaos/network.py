@@ -13,12 +13,12 @@ import json
 import subprocess
 from types import TracebackType
 
+from retransmon.chaos.loss import Impairment, netem_available
+from retransmon.chaos.netns import NetNamespace, tcp_counters
 from retransmon.chaos.options import PREFIX, SINK_PORT, VETH_INDEX, ChaosOptions
+from retransmon.chaos.traffic import module_env, sender_argv, start_sink
+from retransmon.chaos.veth import VethPair
 from retransmon.errors import EnvironmentProblem
-from retransmon.testbed.loss import Impairment, netem_available
-from retransmon.testbed.netns import NetNamespace, tcp_counters
-from retransmon.testbed.traffic import module_env, sender_argv, start_sink
-from retransmon.testbed.veth import VethPair
 
 NETEM_FIX = (
     "load the netem qdisc (modprobe sch_netem; Debian/Ubuntu ship it in linux-modules-extra), "

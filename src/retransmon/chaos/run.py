@@ -8,6 +8,7 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from retransmon.attribution.labels import sent_labels
 from retransmon.chaos.measure import (
     AGENT_LABELS,
     ChaosReport,
@@ -21,8 +22,7 @@ from retransmon.chaos.measure import (
 from retransmon.chaos.network import ChaosNetwork, require_netem
 from retransmon.chaos.options import ChaosOptions
 from retransmon.chaos.signals import SignalGate
-from retransmon.labels import sent_labels
-from retransmon.serve import Agent, ServeOptions, build_agent
+from retransmon.export.agent import Agent, ServeOptions, build_agent
 
 REFRESH = 1.0  # seconds between progress updates (each one drains the kernel's flow table)
 SETTLE_TIMEOUT = 15.0  # after the traffic: wait this long at most for counters to stop moving

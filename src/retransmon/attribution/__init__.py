@@ -1,0 +1,2 @@
+"""Who a flow belongs to: addresses, TCP states, flow keys, label sets, cgroups, containers
+and listening ports."""

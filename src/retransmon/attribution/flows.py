@@ -1,0 +1,97 @@
+"""Python mirror of ``struct flow_key`` / ``struct flow_counts`` and their decoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from retransmon.attribution.addresses import decode_address
+from retransmon.attribution.tcpstates import state_name
+from retransmon.kernel.layout import Field, Layout
+
+KIND_RETRANSMIT = 0
+KIND_SYNACK = 1
+KIND_SENT = 2
+KIND_NAMES = {KIND_RETRANSMIT: "retransmit", KIND_SYNACK: "synack", KIND_SENT: "sent"}
+
+FLOW_COARSE = 0x1
+FLOW_PASSIVE = 0x2
+FLOW_META = 0x80
+
+FLOW_KEY = Layout(
+    "flow_key",
+    [
+        Field("cgroup", "Q"),
+        Field("netns", "I"),
+        Field("family", "H"),
+        Field("state", "B"),
+        Field("kind", "B"),
+        Field("lport", "H"),
+        Field("rport", "H"),
+        Field("flags", "B"),
+        Field("pad", "3s"),
+        Field("laddr", "16s"),
+        Field("raddr", "16s"),
+    ],
+)
+
+FLOW_COUNTS = Layout("flow_counts", [Field("events", "Q"), Field("segments", "Q")])
+
+LISTEN_KEY = Layout("listen_key", [Field("netns", "I"), Field("port", "H"), Field("pad", "H")])
+
+META_KEY = FLOW_KEY.pack(0, 0, 0, 0, 0, 0, 0, FLOW_META, b"", b"", b"")
+ZERO_COUNTS = FLOW_COUNTS.pack(0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """One flow as labels see it. Address and port fields are None when the
+    kernel folded the flow into a coarse key because its table was full."""
+
+    netns: int
+    cgroup: int
+    ip_version: int
+    src_ip: str | None
+    dst_ip: str | None
+    src_port: int | None
+    dst_port: int | None
+    state: str
+    kind: str
+    passive: bool
+
+
+@dataclass(slots=True)
+class Counts:
+    events: int = 0
+    segments: int = 0
+
+    def add(self, events: int, segments: int) -> None:
+        self.events += events
+        self.segments += segments
+
+
+def is_meta(raw_key: bytes) -> bool:
+    return bool(raw_key[FLOW_KEY.offsets["flags"]] & FLOW_META)
+
+
+def decode_flow(raw_key: bytes) -> Flow:
+    (cgroup, netns, family, state, kind, lport, rport, flags, _pad, laddr, raddr) = FLOW_KEY.unpack(raw_key)
+    version, src = decode_address(family, laddr)
+    _, dst = decode_address(family, raddr)
+    coarse = bool(flags & FLOW_COARSE)
+    return Flow(
+        netns=netns,
+        cgroup=cgroup,
+        ip_version=version,
+        src_ip=None if coarse else src,
+        dst_ip=None if coarse else dst,
+        src_port=None if coarse else lport,
+        dst_port=None if coarse else rport,
+        state=state_name(state) if kind != KIND_SENT else "",
+        kind=KIND_NAMES.get(kind, f"kind_{kind}"),
+        passive=bool(flags & FLOW_PASSIVE),
+    )
+
+
+def decode_counts(raw_value: bytes) -> tuple[int, int]:
+    events, segments = FLOW_COUNTS.unpack(raw_value)
+    return int(events), int(segments)

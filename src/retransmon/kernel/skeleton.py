@@ -1,0 +1,385 @@
+"""The BPF program's lifecycle: open -> configure -> load -> attach -> close.
+
+:class:`RetransmonBPF` picks the best hook set the kernel accepts, in order:
+
+1. ``tp_btf`` with socket storage,
+2. ``tp_btf`` counting per event (kernels without socket storage for tracing),
+3. classic ``tracepoint/tcp/...`` counting per event (kernels refusing tp_btf).
+
+Only 1 counts exactly under failed attempts and skipped runs, and only 1
+counts segments sent (the retransmission rate's denominator): at close, and
+for live sockets with an iterator over every process's open files that user
+space runs before each harvest (:meth:`RetransmonBPF.collect_sent`). Closing
+always destroys every link and the object, so the kernel keeps nothing: no
+program, map or link is pinned.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from dataclasses import dataclass
+from importlib import resources
+from types import TracebackType
+
+from retransmon import defaults
+from retransmon.attribution.flows import META_KEY, ZERO_COUNTS
+from retransmon.errors import EnvironmentProblem, UsageError
+from retransmon.kernel import libbpf
+from retransmon.kernel.features import KernelFeatures, probe
+
+log = logging.getLogger(__name__)
+
+OBJECT_ENV = "RETRANSMON_BPF_OBJECT"
+COARSE_RESERVE = 4096  # table slots kept for coarse (folded) keys when flows overflow
+
+
+TP_BTF_PROGRAMS = (
+    "tp_btf_tcp_retransmit_skb",
+    "tp_btf_tcp_retransmit_synack",
+    "tp_btf_inet_sock_set_state",
+    "tp_btf_tcp_destroy_sock",  # settles a socket whose TCP_CLOSE run the kernel skipped
+)
+TRACEPOINT_PROGRAMS = ("tracepoint_tcp_retransmit_skb", "tracepoint_tcp_retransmit_synack")
+SENT_ITERATOR = "iter_sent_segments"  # run at every harvest over every process's open sockets
+
+# Short names for the retransmon_bpf_program_attached{program} label.
+PROGRAM_LABELS = {
+    "tp_btf_tcp_retransmit_skb": "tcp_retransmit_skb",
+    "tp_btf_tcp_retransmit_synack": "tcp_retransmit_synack",
+    "tp_btf_inet_sock_set_state": "inet_sock_set_state",
+    "tp_btf_tcp_destroy_sock": "tcp_destroy_sock",
+    "tracepoint_tcp_retransmit_skb": "tcp_retransmit_skb",
+    "tracepoint_tcp_retransmit_synack": "tcp_retransmit_synack",
+    SENT_ITERATOR: "sent_segments_iter",
+}
+
+
+@dataclass(frozen=True)
+class HookPlan:
+    """One way of loading the object."""
+
+    name: str
+    programs: tuple[str, ...]
+    sk_storage: bool
+    exact: bool
+    iterators: tuple[str, ...] = ()  # SENT_ITERATOR, attached with attach_iter
+
+
+def plans_for(mode: str, features: KernelFeatures) -> list[HookPlan]:
+    if mode not in defaults.HOOK_MODES:
+        raise UsageError(f"unknown hook type {mode!r}; choose one of {', '.join(defaults.HOOK_MODES)}")
+    plans: list[HookPlan] = []
+    if mode in ("auto", "tp_btf") and features.tp_btf:
+        optional = {
+            "tp_btf_inet_sock_set_state": features.tp_btf_sock_set_state,
+            "tp_btf_tcp_destroy_sock": features.tp_btf_sock_set_state and features.tp_btf_destroy_sock,
+        }
+        base = tuple(p for p in TP_BTF_PROGRAMS if optional.get(p, True))
+        exact = features.tp_btf_sock_set_state
+        iterators = (SENT_ITERATOR,) if features.iter_task_file and features.tp_btf_sock_set_state else ()
+        plans.append(HookPlan("tp_btf", base, True, exact, iterators))
+        if iterators:
+            # Should the kernel refuse the iterators: sent segments are then counted at close only.
+            plans.append(HookPlan("tp_btf-no-iterators", base, True, exact))
+        plans.append(HookPlan("tp_btf-per-event", base, False, False))
+    if mode in ("auto", "tracepoint"):
+        plans.append(HookPlan("tracepoint", TRACEPOINT_PROGRAMS, False, False))
+    if not plans:
+        raise EnvironmentProblem(
+            "this kernel has no BTF tracepoint for tcp_retransmit_skb/tcp_retransmit_synack (tp_btf)",
+            fix="run with --hooks=tracepoint or --hooks=auto to use the classic tracepoints",
+        )
+    return plans
+
+
+def object_path() -> str:
+    """The compiled BPF object: $RETRANSMON_BPF_OBJECT, else the one in the package."""
+    override = os.environ.get(OBJECT_ENV)
+    if override:
+        return override
+    path = str(resources.files("retransmon.kernel") / "retransmon.bpf.o")
+    if not os.path.exists(path):
+        raise EnvironmentProblem(
+            f"the BPF object {path} has not been built",
+            fix="run `make setup` (or `make bpf`) in the source tree",
+        )
+    return path
+
+
+@dataclass
+class ProgramOptions:
+    hooks: str = defaults.HOOKS
+    flow_capacity: int = defaults.FLOW_CAPACITY
+    socket_capacity: int = defaults.SOCKET_CAPACITY
+    count_flows: bool = True  # False: only per-event records (trace, top); the flow tables stay empty
+    ring_buffer_bytes: int = 4096  # one page unless a reader wants events
+    coarse_reserve: int = COARSE_RESERVE
+
+
+@dataclass
+class AttachedProgram:
+    name: str
+    label: str
+    fd: int
+    link: libbpf.Link | None
+
+
+@dataclass
+class FlowTables:
+    """File descriptors of the double-buffered flow tables."""
+
+    outer_fd: int
+    table_fds: tuple[int, int]
+    max_entries: int
+    live: int = 0  # index into table_fds of the table in outer[0]
+
+
+def _needs_privilege(err: int | None) -> bool:
+    return err in (errno.EPERM, errno.EACCES)
+
+
+PRIVILEGE_FIX = (
+    "run as root, or grant CAP_BPF and CAP_PERFMON (Linux 5.8+), e.g. "
+    "setpriv --inh-caps=+bpf,+perfmon --ambient-caps=+bpf,+perfmon, "
+    "or AmbientCapabilities=CAP_BPF CAP_PERFMON in the systemd unit"
+)
+
+
+class RetransmonBPF:
+    """Loaded and attached BPF programs with their maps. Use as a context manager."""
+
+    def __init__(self, options: ProgramOptions | None = None) -> None:
+        self.options = options or ProgramOptions()
+        self.features: KernelFeatures | None = None
+        self.plan: HookPlan | None = None
+        self.rejected: list[tuple[str, str]] = []  # (plan, reason) tried before the chosen one
+        self.programs: list[AttachedProgram] = []
+        self._obj: libbpf.Object | None = None
+        self.tables: FlowTables | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def __enter__(self) -> RetransmonBPF:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Open, configure, load and attach, trying hook plans from best to simplest."""
+        self.features = probe()
+        path = object_path()
+        last: libbpf.LibbpfError | None = None
+        for plan in plans_for(self.options.hooks, self.features):
+            try:
+                self._load(path, plan)
+                self._attach(plan)
+            except libbpf.LibbpfError as exc:
+                self.close()
+                if _needs_privilege(exc.errno) and os.geteuid() != 0 and not _has_caps():
+                    raise EnvironmentProblem(
+                        f"not allowed to load BPF programs ({exc.strerror})", fix=PRIVILEGE_FIX
+                    ) from None
+                reason = _explain(exc)
+                log.info("hook plan %s not usable: %s", plan.name, reason)
+                self.rejected.append((plan.name, reason))
+                last = exc
+                continue
+            self.plan = plan
+            log.info(
+                "attached %s (%s counting)",
+                ", ".join(p.label for p in self.programs),
+                "exact" if plan.exact else "per-event",
+            )
+            return
+        assert last is not None
+        if _needs_privilege(last.errno):
+            raise EnvironmentProblem(f"not allowed to load BPF programs ({last.strerror})", fix=PRIVILEGE_FIX)
+        raise EnvironmentProblem(
+            "the kernel refused every way of loading retransmon's BPF programs: "
+            + "; ".join(f"{name}: {why}" for name, why in self.rejected),
+            fix="run `retransmon check` for what this kernel supports",
+            details=last.log_tail[-30:],
+        )
+
+    def _load(self, path: str, plan: HookPlan) -> None:
+        assert self.features is not None
+        obj = libbpf.Object(path)
+        self._obj = obj
+        wanted = {*plan.programs, *plan.iterators}
+        for prog in obj.programs():
+            prog.set_autoload(prog.name in wanted)
+        with_storage = plan.sk_storage
+        self._set_rodata(
+            obj,
+            has_err_arg=self.features.retransmit_has_err,
+            use_sk_storage=with_storage,
+            has_sk_cgroup=self.features.sk_cgroup_pointer,
+            flow_capacity=self.options.flow_capacity,
+            count_flows=self.options.count_flows,
+        )
+        size = self.options.flow_capacity + self.options.coarse_reserve + 1
+        for name in ("flows_a", "flows_b"):
+            obj.map(name).set_max_entries(size)
+        obj.map("sent_states").set_max_entries(self.options.socket_capacity)
+        obj.map("events").set_max_entries(_ring_size(self.options.ring_buffer_bytes))
+        obj.load()
+        self.tables = FlowTables(
+            outer_fd=obj.map("flow_tables").fd,
+            table_fds=(obj.map("flows_a").fd, obj.map("flows_b").fd),
+            max_entries=size,
+        )
+        for fd in self.tables.table_fds:
+            libbpf.map_update(fd, META_KEY, ZERO_COUNTS)
+
+    @staticmethod
+    def _set_rodata(obj: libbpf.Object, **values: int | bool) -> None:
+        btf = obj.btf()
+        sec = btf.find(".rodata", libbpf.BTF_KIND_DATASEC)
+        if sec is None:
+            raise libbpf.LibbpfError("BPF object has no .rodata", errno.ENOENT)
+        layout = btf.datasec_vars(sec)
+        for name, value in values.items():
+            offset, size = layout[name]
+            obj.set_rodata(offset, int(value).to_bytes(size, "little"))
+
+    def _attach(self, plan: HookPlan) -> None:
+        assert self._obj is not None
+        for name in plan.programs:
+            prog = self._obj.program(name)
+            link = prog.attach()
+            self.programs.append(AttachedProgram(name, PROGRAM_LABELS[name], prog.fd, link))
+        for name in plan.iterators:
+            prog = self._obj.program(name)
+            link = prog.attach_iter()
+            self.programs.append(AttachedProgram(name, PROGRAM_LABELS[name], prog.fd, link))
+        if SENT_ITERATOR in plan.iterators:
+            # After the hooks, so sockets born from now on take their baselines at birth:
+            # the first run gives every older socket (any namespace) a baseline.
+            self.collect_sent()
+
+    def close(self) -> None:
+        """Detach everything and free the object. Safe to call twice."""
+        for p in self.programs:
+            if p.link is not None:
+                p.link.destroy()
+                p.link = None
+        self.programs = []
+        self.tables = None
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+    # -- access for harvest, trace and health ----------------------------------
+
+    def collect_sent(self) -> bool:
+        """Account live sockets' sent segments into the live flow table; False without the iterator."""
+        for p in self.programs:
+            if p.name == SENT_ITERATOR and p.link is not None:
+                p.link.run_iterator()
+                return True
+        return False
+
+    def maps_accessible(self) -> bool:
+        """Whether this process can still read the flow tables (a probe after dropping capabilities)."""
+        if self.tables is None:
+            return False
+        try:
+            return libbpf.map_lookup(self.tables.table_fds[0], META_KEY, len(ZERO_COUNTS)) is not None
+        except libbpf.LibbpfError:
+            return False
+
+    def map_fd(self, name: str) -> int:
+        if self._obj is None:
+            raise ValueError("BPF object is not loaded")
+        return self._obj.map(name).fd
+
+    def recursion_misses(self) -> dict[str, int]:
+        """Runs the kernel skipped, per program label (nested on the same CPU)."""
+        out: dict[str, int] = {}
+        for p in self.programs:
+            info = libbpf.prog_info(p.fd)
+            out[p.label] = out.get(p.label, 0) + info.recursion_misses
+        return out
+
+    def run_stats(self) -> dict[str, libbpf.ProgInfo]:
+        return {p.label: libbpf.prog_info(p.fd) for p in self.programs}
+
+    @property
+    def exact(self) -> bool:
+        return (
+            self.plan is not None
+            and self.plan.exact
+            and any(p.name.startswith("tp_btf") for p in self.programs)
+        )
+
+
+def _ring_size(requested: int) -> int:
+    """Ring buffers are a power-of-two number of pages."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    size = page
+    while size < requested:
+        size *= 2
+    return size
+
+
+def _has_caps() -> bool:
+    """Whether this process holds CAP_BPF (39) and CAP_PERFMON (38) in its effective set."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    eff = int(line.split()[1], 16)
+                    return bool(eff & (1 << 39)) and bool(eff & (1 << 38))
+    except OSError:
+        pass
+    return False
+
+
+def _explain(exc: libbpf.LibbpfError) -> str:
+    """The most telling line of libbpf's log for a failure, else the error itself.
+
+    A verifier rejection names the program and the verifier's own last word
+    (the line before its statistics), e.g. ``R2 type=untrusted_ptr_ expected=...``.
+    """
+    verifier = verifier_message(exc.log_tail)
+    if verifier:
+        return verifier
+    for line in reversed(exc.log_tail):
+        text = line.strip()
+        if text and not text.startswith(("-- END", "processed ", "verification time", "stack depth")):
+            if "permission error while running as root" in text:
+                continue
+            return f"{exc.what}: {text}"
+    return str(exc.strerror)
+
+
+_VERIFIER_STATS = ("processed ", "verification time", "stack depth", "-- END", "mark_read")
+
+
+def verifier_message(log_tail: list[str]) -> str | None:
+    """'the verifier refused PROG: REASON' from libbpf's log, if the log holds a verifier log."""
+    end = None
+    for i in range(len(log_tail) - 1, -1, -1):
+        if "-- END PROG LOAD LOG --" in log_tail[i]:
+            end = i
+            break
+    if end is None:
+        return None
+    prog = "a program"
+    for line in log_tail[end:]:
+        if "prog '" in line and "failed to load" in line:
+            prog = line.split("prog '", 1)[1].split("'", 1)[0]
+            break
+    for line in reversed(log_tail[:end]):
+        text = line.strip()
+        if "-- BEGIN PROG LOAD LOG --" in text:
+            break
+        if text and not text.startswith(_VERIFIER_STATS):
+            return f"the verifier refused {prog}: {text}"
+    return None

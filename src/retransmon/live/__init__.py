@@ -1,0 +1,1 @@
+"""The live view pipeline: ring buffer records, one decoder, filters, `trace` and `top`."""
