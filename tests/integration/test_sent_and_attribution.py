@@ -271,6 +271,14 @@ def test_churn_default_labels_stay_few_and_flow_labels_tell_connections_apart() 
             f"flow labels: {len(client_ports)} client ports sending, {len(server_ports)} seen by the "
             f"server, {len(retrans_ports)} retransmitting"
         )
+        print(
+            "MISSES",
+            [(s.labels, s.value) for s in f1 if "recursion" in s.name],
+            "SERVER",
+            len(server_ports),
+            "CLIENT",
+            len(client_ports),
+        )
         assert len(client_ports) == 300 and client_ports == server_ports
         assert "0" not in client_ports
         assert len(retrans_ports) > 50 and retrans_ports <= client_ports

@@ -28,11 +28,17 @@ class TraceProcess:
         ready_timeout: float = 30.0,
         directory: str | None = None,
         prefix: tuple[str, ...] = (),
+        command: tuple[str, ...] = (),
     ) -> None:
         self._dir = tempfile.mkdtemp(prefix="rmtrace-", dir=directory)
         self.stdout_path = os.path.join(self._dir, "stdout")
         self.stderr_path = os.path.join(self._dir, "stderr")
-        self.argv = [*prefix, *retransmon_command(), "trace", *args]  # prefix: e.g. ("nice", "-n", "-5")
+        self.argv = [
+            *prefix,
+            *(command or retransmon_command()),
+            "trace",
+            *args,
+        ]  # prefix: e.g. ("nice", "-n", "-5")
         with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         self.returncode: int | None = None
