@@ -13,11 +13,19 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 # Debian packages: BPF toolchain, the test bed (nftables, iproute2, ethtool),
 # Prometheus (server and promtool), tmux for driving `top` in tests.
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool nftables iproute2 ethtool \
-	prometheus tmux iperf3 procps openssl systemd
+	prometheus tmux iperf3 procps openssl systemd $(MATRIX_PACKAGES)
+# The kernel matrix (`make matrix`): qemu and busybox for virtme-ng (installed into .venv by the
+# dev extras), and Debian 12's kernels 6.1 and 6.12; Debian 11's 5.10 comes from `make kernels`.
+MATRIX_PACKAGES := qemu-system-x86 busybox-static linux-image-amd64 linux-image-6.12-amd64
+BULLSEYE_KERNEL := linux-image-5.10.0-32-amd64
 
-.PHONY: setup apt venv bpf run test lint typecheck unit integration bench demo screenshot clean
+.PHONY: setup apt kernels venv bpf matrix run test lint typecheck unit integration bench demo screenshot clean
 
-setup: apt venv bpf
+setup: apt kernels venv bpf
+
+# Debian 11's kernel, fetched with a temporary apt configuration (this machine's sources stay as they are).
+kernels: apt
+	@bash scripts/install-bullseye-kernel.sh $(BULLSEYE_KERNEL)
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -60,6 +68,11 @@ typecheck:
 
 test: setup lint typecheck
 	$(VENV)/bin/pytest
+	bash scripts/kernel-matrix.sh
+
+# One VM per kernel (5.10, 6.1, 6.12), one at a time; KERNELS="6.1.0" picks some.
+matrix: setup
+	bash scripts/kernel-matrix.sh
 
 unit: setup
 	$(VENV)/bin/pytest tests/unit
