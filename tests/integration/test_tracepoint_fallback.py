@@ -16,7 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import AgentProcess, NetNamespace, TestBed, read_while_settled, tcp_counters, total
+from retransmon.chaos.netns import NetNamespace, read_while_settled, tcp_counters
+from retransmon.chaos.testbed import TestBed
+from tests.support import AgentProcess, total
 from tests.support.tracer import TraceProcess
 
 SEGMENTS = "tcp_retransmitted_segments_total"

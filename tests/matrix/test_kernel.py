@@ -14,8 +14,11 @@ import time
 
 import pytest
 
+from retransmon.chaos.loss import netem_available
+from retransmon.chaos.netns import read_while_settled
+from retransmon.chaos.testbed import TestBed
 from retransmon.kernel.features import probe
-from tests.support import AgentProcess, TestBed, netem_available, read_while_settled, total
+from tests.support import AgentProcess, total
 from tests.support.agent import retransmon_command
 
 SEGMENTS = "tcp_retransmitted_segments_total"
