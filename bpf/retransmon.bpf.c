@@ -109,11 +109,13 @@ static __always_inline void sock_started(struct sock *sk, int newstate)
  * short connection whose only start was skipped, closing before any harvest,
  * would never be counted. Two skipped runs for one socket are needed now.
  * total_retrans is still the listener's here: the SYN-ACK's retransmits are
- * added at ESTABLISHED.
+ * added at ESTABLISHED. The socket is brand new, so an entry already at its
+ * address can only be a stale one (a freed socket's): replace it, or its
+ * old baseline would hide every segment this connection sends.
  */
 static __always_inline void sock_cloned(struct sock *sk)
 {
-	struct sent_state *ss = sent_start(sk, 1, false);
+	struct sent_state *ss = sent_start(sk, 1, true);
 
 	if (ss) {
 		ss->passive = 1;
@@ -147,7 +149,8 @@ static __always_inline void sock_accepted(struct sock *sk)
 			account(&key, 0, synack_retrans);
 		}
 	} else {
-		ss = sent_start(sk, 1 + synack_retrans, false);
+		/* Clone run skipped: nothing was sent yet, so any entry here is stale or empty. */
+		ss = sent_start(sk, 1 + synack_retrans, true);
 	}
 	if (ss)
 		ss->passive = 1;
