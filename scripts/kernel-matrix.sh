@@ -20,7 +20,7 @@ for k in $KERNELS; do
 	ver=${image#/boot/vmlinuz-}
 	log=build/matrix/$ver.log
 	start=$(date +%s)
-	timeout 1500 vng --disable-kvm --memory 2G --cpus 2 --run "$image" --user root --cwd "$PWD" \
+	timeout 1500 vng --disable-kvm --memory 2G --cpus 2 --run "$image" --user root --cwd "$PWD" --rwdir "$PWD/build/matrix" \
 		--exec "bash scripts/kernel-matrix-guest.sh" </dev/null >"$log" 2>&1
 	rc=$?
 	took=$(($(date +%s) - start))

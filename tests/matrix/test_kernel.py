@@ -60,7 +60,7 @@ def test_check_claims_only_what_loaded() -> None:
 
 def test_serve_answers_promptly_and_says_what_it_lacks() -> None:
     started = time.monotonic()
-    with AgentProcess("--labels", LABELS, ready_timeout=60) as agent:
+    with AgentProcess("--labels", LABELS, ready_timeout=120) as agent:
         answered = time.monotonic() - started
         samples = agent.scrape()
     info = [s for s in samples if s.name == "retransmon_build_info"]

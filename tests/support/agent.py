@@ -23,6 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from retransmon.chaos.errors import TestbedError
 from retransmon.chaos.process import signal_and_wait
 
+# Waits scale with RETRANSMON_TEST_TIME_SCALE: the kernel matrix's VMs emulate their CPU (TCG).
+TIME_SCALE = float(os.environ.get("RETRANSMON_TEST_TIME_SCALE", "1"))
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
@@ -95,7 +98,7 @@ class AgentProcess:
         self,
         *args: str,
         port: int | None = None,
-        ready_timeout: float = 20.0,
+        ready_timeout: float = 20.0 * TIME_SCALE,
         prefix: Sequence[str] = (),
         command: Sequence[str] = (),
         tls: ssl.SSLContext | None = None,

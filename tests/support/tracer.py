@@ -11,7 +11,7 @@ from types import TracebackType
 
 from retransmon.chaos.errors import TestbedError
 from retransmon.chaos.process import signal_and_wait
-from tests.support.agent import retransmon_command
+from tests.support.agent import TIME_SCALE, retransmon_command
 
 READY = "Tracing TCP retransmits"
 
@@ -25,7 +25,7 @@ class TraceProcess:
     def __init__(
         self,
         *args: str,
-        ready_timeout: float = 30.0,
+        ready_timeout: float = 30.0 * TIME_SCALE,
         directory: str | None = None,
         prefix: tuple[str, ...] = (),
         command: tuple[str, ...] = (),
