@@ -608,6 +608,17 @@ class Btf:
             out.append(BtfMember(name, type_, bit_offset))
         return out
 
+    def int_signed(self, type_id: int) -> bool:
+        """Whether a BTF_KIND_INT is signed (BTF_INT_SIGNED in its encoding)."""
+        ptr, _info = self._raw(type_id)
+        return bool((ctypes.c_uint32.from_address(ptr + 12).value >> 24) & 0x1)
+
+    def array(self, type_id: int) -> tuple[int, int]:
+        """(element type id, element count) of a BTF_KIND_ARRAY."""
+        ptr, _info = self._raw(type_id)
+        # struct btf_array {type, index_type, nelems} follows struct btf_type.
+        return ctypes.c_uint32.from_address(ptr + 12).value, ctypes.c_uint32.from_address(ptr + 20).value
+
     def params(self, proto_id: int) -> list[int]:
         """Parameter type ids of a FUNC_PROTO."""
         ptr, info = self._raw(proto_id)
