@@ -155,6 +155,28 @@ class Maps:
 
 
 @dataclass(frozen=True)
+class Rodata:
+    """The programs' ``const volatile`` settings, by their names in the C source; fixed at load."""
+
+    has_err_arg: bool  # the tracepoint reports failed attempts (err argument)
+    use_sk_storage: bool  # per-socket state: exact counting, segments sent
+    has_sk_cgroup: bool  # sock_cgroup_data has a cgroup pointer
+    flow_capacity: int  # flows per table before new ones fold into coarse keys
+    count_flows: bool  # False: records only (trace, top)
+
+    def write(self, obj: libbpf.Object) -> None:
+        """Into the opened, not yet loaded, object's .rodata, where its BTF says each one is."""
+        btf = obj.btf()
+        sec = btf.find(".rodata", libbpf.BTF_KIND_DATASEC)
+        if sec is None:
+            raise libbpf.LibbpfError("BPF object has no .rodata", errno.ENOENT)
+        layout = btf.datasec_vars(sec)
+        for f in fields(self):
+            offset, size = layout[f.name]
+            obj.set_rodata(offset, int(getattr(self, f.name)).to_bytes(size, "little"))
+
+
+@dataclass(frozen=True)
 class KernelStatus:
     """The loaded programs' health, for the agent's own metrics."""
 
@@ -240,15 +262,13 @@ class RetransmonBPF:
         wanted = {*plan.programs, *plan.iterators}
         for prog in obj.programs():
             prog.set_autoload(prog.name in wanted)
-        with_storage = plan.sk_storage
-        self._set_rodata(
-            obj,
+        Rodata(
             has_err_arg=self.features.retransmit_has_err,
-            use_sk_storage=with_storage,
+            use_sk_storage=plan.sk_storage,
             has_sk_cgroup=self.features.sk_cgroup_pointer,
             flow_capacity=self.options.flow_capacity,
             count_flows=self.options.count_flows,
-        )
+        ).write(obj)
         maps = Maps.resolve(obj)
         size = self.options.flow_capacity + self.options.coarse_reserve + 1
         maps.flows_a.set_max_entries(size)
@@ -265,17 +285,6 @@ class RetransmonBPF:
         )
         self.tables = FlowTables(fds, size, self.collect_sent)
         self.tables.reset()
-
-    @staticmethod
-    def _set_rodata(obj: libbpf.Object, **values: int | bool) -> None:
-        btf = obj.btf()
-        sec = btf.find(".rodata", libbpf.BTF_KIND_DATASEC)
-        if sec is None:
-            raise libbpf.LibbpfError("BPF object has no .rodata", errno.ENOENT)
-        layout = btf.datasec_vars(sec)
-        for name, value in values.items():
-            offset, size = layout[name]
-            obj.set_rodata(offset, int(value).to_bytes(size, "little"))
 
     def _attach(self, plan: HookPlan) -> None:
         assert self._obj is not None
