@@ -1,6 +1,7 @@
 """Thin typed binding to the system's libbpf (Debian's libbpf1, ``libbpf.so.1``).
 
-This is the only module that touches ctypes. Everything it hands out is plain
+With capabilities.py, the only code that touches ctypes (nothing outside the
+kernel package imports it). Everything it hands out is plain
 Python: ints, bytes, strings and small dataclasses. Functions raise
 :class:`LibbpfError` (an ``OSError`` with the errno libbpf returned) on failure.
 libbpf's own log goes to the ``retransmon.libbpf`` logger; the most recent
