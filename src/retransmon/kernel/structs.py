@@ -9,6 +9,8 @@ module only says where the bytes are.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 from retransmon.kernel.layout import Field, Layout
 
 # flow_key.kind (RM_KIND_*)
@@ -70,16 +72,19 @@ RETRANS_EVENT = Layout(
 # The one-entry `settings` array: events_wanted is set while a reader is attached.
 RUNTIME_SETTINGS = Layout("runtime_settings", [Field("events_wanted", "I"), Field("pad", "I")])
 
-# The per-CPU `losses` array: what the kernel saw but could not record.
-LOSS_COUNTS = Layout(
-    "loss_counts",
-    [
-        Field("events_lost", "Q"),
-        Field("unaccounted_events", "Q"),
-        Field("unaccounted_segments", "Q"),
-        Field("untracked_sockets", "Q"),
-    ],
-)
+
+@dataclass(frozen=True)
+class Losses:
+    """struct loss_counts, summed over CPUs: what the kernel saw but could not record, since load."""
+
+    events_lost: int = 0  # ring buffer full (trace and top)
+    unaccounted_events: int = 0  # retransmit events with no room in the flow table, not even a coarse key
+    unaccounted_segments: int = 0  # their segments, and segments sent with no room
+    untracked_sockets: int = 0  # socket table full: their segments sent are not counted
+
+
+# The per-CPU `losses` array's value: every field a __u64, in Losses' order (one edit adds a counter).
+LOSS_COUNTS = Layout("loss_counts", [Field(f.name, "Q") for f in fields(Losses)])
 
 # The key of every one-entry array (flow_tables, settings, losses).
 ZERO_U32 = (0).to_bytes(4, "little")

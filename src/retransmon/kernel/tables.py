@@ -24,20 +24,13 @@ from retransmon.kernel.structs import (
     META_KEY,
     ZERO_COUNTS,
     ZERO_U32,
+    Losses,
     is_meta,
 )
 
+__all__ = ["FlowTables", "Losses", "TableFds"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Losses:
-    """What the kernel saw but could not record, summed over CPUs since load (struct loss_counts)."""
-
-    events_lost: int = 0  # ring buffer full (trace and top)
-    unaccounted_events: int = 0  # retransmit events with no room in the flow table, not even a coarse key
-    unaccounted_segments: int = 0  # their segments, and segments sent with no room
-    untracked_sockets: int = 0  # socket table full: their segments sent are not counted
 
 
 @dataclass(frozen=True)
@@ -110,7 +103,7 @@ class FlowTables:
     def losses(self) -> Losses:
         per_cpu = libbpf.map_lookup_percpu(self._fds.losses, ZERO_U32, LOSS_COUNTS.size)
         rows = [LOSS_COUNTS.unpack(raw) for raw in per_cpu or []]
-        # Losses' fields are struct loss_counts' fields, by name (a unit test holds them equal).
+        # LOSS_COUNTS is made from Losses' fields: the names match by construction.
         return Losses(**{f.name: sum(int(row[i]) for row in rows) for i, f in enumerate(LOSS_COUNTS.fields)})
 
     def listeners(self) -> set[tuple[int, int]]:

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from retransmon.kernel import libbpf, structs
 from retransmon.kernel.layout import Field, Layout
-from retransmon.kernel.structs import FLOW_KEY, LOSS_COUNTS
-from retransmon.kernel.tables import Losses
+from retransmon.kernel.structs import FLOW_KEY
 
 SRC = Path(__file__).resolve().parents[3] / "src" / "retransmon"
 OBJECT = str(SRC / "kernel" / "retransmon.bpf.o")
@@ -104,10 +103,6 @@ def test_struct_mirrors_live_in_one_module() -> None:
         if path.name not in ("structs.py", "layout.py") and "Layout(" in path.read_text()
     ]
     assert elsewhere == []
-
-
-def test_losses_mirror_struct_loss_counts() -> None:
-    assert [f.name for f in fields(Losses)] == [f.name for f in LOSS_COUNTS.fields]
 
 
 def test_object_missing_fails_with_make_hint(tmp_path: Path) -> None:
