@@ -59,7 +59,7 @@ def test_parse_listen_rejects(text: str, needle: str) -> None:
     with pytest.raises(UsageError) as info:
         parse_listen(text)
     assert needle in info.value.message
-    assert info.value.message.startswith("--listen: ")
+    assert info.value.message.startswith("--web.listen-address: ")
     assert "\n" not in info.value.render()
 
 
