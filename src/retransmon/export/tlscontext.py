@@ -53,7 +53,11 @@ CLIENT_AUTH = {
 
 
 class TLSProblem(Exception):
-    """The TLS configuration cannot make a working server: one line."""
+    """The TLS configuration cannot be loaded: one line."""
+
+
+class NoWorkingServer(TLSProblem):
+    """It loads, but no client could ever complete a handshake (exporter-toolkit would start anyway)."""
 
 
 def build(tls: TLSConfig, *, verify_clients: bool = True) -> ssl.SSLContext:
@@ -104,23 +108,25 @@ def _pem_path(path: str, inline: str) -> Iterator[str]:
 
 
 def _load_client_cas(ctx: ssl.SSLContext, tls: TLSConfig) -> None:
+    if not (tls.client_ca_file or tls.client_ca):
+        # As Go does with no ClientCAs: the system's trusted roots.
+        ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+        return
+    source = f"client_ca_file {tls.client_ca_file}" if tls.client_ca_file else "client_ca (inline)"
     try:
         if tls.client_ca_file:
             ctx.load_verify_locations(cafile=tls.client_ca_file)
-            source = f"client_ca_file {tls.client_ca_file}"
-        elif tls.client_ca:
-            ctx.load_verify_locations(cadata=tls.client_ca)
-            source = "client_ca (inline)"
         else:
-            # As Go does with no ClientCAs: the system's trusted roots.
-            ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
-            return
-    except FileNotFoundError:
-        raise TLSProblem(f"cannot read client_ca_file {tls.client_ca_file}") from None
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        raise TLSProblem(f"cannot load client_ca_file {tls.client_ca_file} ({_reason(exc)})") from None
+            ctx.load_verify_locations(cadata=tls.client_ca)
+    except OSError as exc:
+        if not isinstance(exc, ssl.SSLError):
+            raise TLSProblem(f"cannot read client_ca_file {tls.client_ca_file}: {exc.strerror}") from None
+        # Go skips what is not a certificate; with nothing left no client certificate verifies.
+        raise NoWorkingServer(f"cannot load {source} ({_reason(exc)})") from None
+    except ValueError as exc:
+        raise NoWorkingServer(f"cannot load {source} ({_reason(exc)})") from None
     if not ctx.get_ca_certs():
-        raise TLSProblem(f"{source} holds no certificate")
+        raise NoWorkingServer(f"{source} holds no certificate, so no client certificate could be verified")
 
 
 def _set_ciphers(ctx: ssl.SSLContext, names: tuple[str, ...]) -> None:
@@ -132,16 +138,16 @@ def _set_ciphers(ctx: ssl.SSLContext, names: tuple[str, ...]) -> None:
     try:
         ctx.set_ciphers(":".join(openssl))
     except ssl.SSLError:
-        raise TLSProblem(f"this OpenSSL offers none of cipher_suites {', '.join(names)}") from None
+        raise NoWorkingServer(f"this OpenSSL offers none of cipher_suites {', '.join(names)}") from None
 
 
 def check(tls: TLSConfig) -> None:
     """Complete a handshake with OpenSSL's client, in memory: TLSProblem if no client ever could."""
     if TLS_VERSIONS[tls.max_version] < TLS_VERSIONS[tls.min_version]:
-        raise TLSProblem(f"max_version {tls.max_version} is below min_version {tls.min_version}")
+        raise NoWorkingServer(f"max_version {tls.max_version} is below min_version {tls.min_version}")
     server_ctx = build(tls, verify_clients=False)
     if server_ctx.minimum_version > server_ctx.maximum_version:
-        raise TLSProblem(
+        raise NoWorkingServer(
             "cipher_suites lists only TLS 1.3 suites, which leaves TLS 1.2 without a cipher, "
             f"and max_version is {tls.max_version}"
         )
@@ -151,7 +157,7 @@ def check(tls: TLSConfig) -> None:
     client_ctx.set_ciphers("ALL")
     problem = _handshake(server_ctx, client_ctx)
     if problem:
-        raise TLSProblem(f"no TLS client could connect with these settings ({problem})")
+        raise NoWorkingServer(f"no TLS client could connect with these settings ({problem})")
 
 
 def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> str | None:

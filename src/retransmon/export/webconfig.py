@@ -123,6 +123,8 @@ def read(path: str) -> WebConfig:
         try:
             tlscontext.check(config.tls)
             config = dataclasses.replace(config, context=tlscontext.build(config.tls))
+        except tlscontext.NoWorkingServer as exc:
+            raise Refusal(f"tls_server_config: {exc}") from None
         except tlscontext.TLSProblem as exc:
             raise Problem(f"tls_server_config: {exc}") from None
     return config
@@ -173,7 +175,7 @@ def _rate_limit(value: Any) -> RateLimit | None:
     if interval <= 0:
         return None  # 0 turns it off; below 0 is an unlimited rate in exporter-toolkit (rate.Every)
     if burst < 1:
-        raise Problem(f"rate_limit.burst {burst}: must be at least 1, or every request would be refused")
+        raise Refusal(f"rate_limit.burst {burst}: must be at least 1, or every request would be refused")
     return RateLimit(interval, burst)
 
 
@@ -192,7 +194,8 @@ def _users(value: Any) -> dict[str, bytes]:
         if not usable_bcrypt(digest):
             raise Refusal(
                 f"basic_auth_users.{name}: no password can match this hash here "
-                "(expected $2a$, $2b$ or $2y$, a cost from 04 to 31, then 53 characters of bcrypt's base64)"
+                "(expected $2a$, $2b$, $2x$ or $2y$, a cost from 04 to 31, then 53 characters "
+                "of bcrypt's base64)"
             )
         users[name] = digest
     return users
@@ -211,7 +214,7 @@ def go_bcrypt_problem(digest: bytes) -> str | None:
     return None
 
 
-_BCRYPT = re.compile(rb"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+_BCRYPT = re.compile(rb"\$2[abxy]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 
 
 def usable_bcrypt(digest: bytes) -> bool:
@@ -291,12 +294,12 @@ def _tls(value: Any, base_dir: str) -> TLSConfig | None:
     sans = lists["client_allowed_sans"]
     if "client_allowed_sans" in given:
         if auth != "RequireAndVerifyClientCert":
-            raise Problem(
+            raise Refusal(
                 "tls_server_config.client_allowed_sans needs client_auth_type RequireAndVerifyClientCert "
                 "(otherwise a client may connect without a certificate to check)"
             )
         if not sans:
-            raise Problem("tls_server_config.client_allowed_sans is empty: no client could connect")
+            raise Refusal("tls_server_config.client_allowed_sans is empty: no client could connect")
     if len(set(lists["curve_preferences"])) > 1:
         raise Refusal(
             "tls_server_config.curve_preferences with more than one curve is not supported: Python's ssl "
@@ -320,7 +323,9 @@ def _tls(value: Any, base_dir: str) -> TLSConfig | None:
 
 
 def _version(value: Any, key: str, default: str) -> str:
-    version = goyaml.string(value, f"tls_server_config.{key}") or default
+    if goyaml.is_null(value):
+        return default
+    version = goyaml.string(value, f"tls_server_config.{key}")  # "" is an unknown version, as in Go
     if version not in TLS_VERSION_NAMES:
         raise Problem(f"tls_server_config.{key} {version!r} is not one of {', '.join(TLS_VERSION_NAMES)}")
     if version not in tlscontext.TLS_VERSIONS:

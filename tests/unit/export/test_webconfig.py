@@ -92,7 +92,10 @@ def test_tls13_minimum(tmp_path: Path, certs: Certificates) -> None:
             "  client_ca: x\n  client_ca_file: y\n",
             "both client_ca and client_ca_file",
         ),
-        ("tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [RC4]\n", "unknown cipher 'RC4'"),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [RC4]\n",
+            "unknown cipher 'RC4'",
+        ),
         ("tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: x\n", "must be a list"),
         ("tls_server_config:\n  cert_file: a\n  key_file: b\n  curve_preferences: [P256]\n", "unknown curve"),
         (
@@ -108,8 +111,8 @@ def test_tls13_minimum(tmp_path: Path, certs: Certificates) -> None:
             "needs client_auth_type RequireAndVerifyClientCert",
         ),
         (
-            "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n"
-            "  client_allowed_sans: []\n",
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n  client_allowed_sans: []\n",
             "no client could connect",
         ),
         ("tls_server_config:\n  cert_file: a\n  cert_file: b\n", "given twice"),
@@ -198,7 +201,8 @@ def test_bcrypt_variants_accepted(prefix: str) -> None:
         (b"$2y$04$" + b"a" * 53, 4),
         (b"$2b$03$" + b"a" * 53, None),
         (b"$2b$32$" + b"a" * 53, None),
-        (b"$2x$10$" + b"a" * 53, None),
+        (b"$2x$10$" + b"a" * 53, 10),
+        (b"$2$10$" + b"a" * 54, None),
         (b"$2b$10$" + b"a" * 52, None),
         (b"2b$10$" + b"a" * 53, None),
         (b"", None),
