@@ -57,9 +57,8 @@ def _get(srv: MetricsServer, ctx: ssl.SSLContext) -> tuple[int, str | None]:
         conn.request("GET", "/metrics")
         resp = conn.getresponse()
         resp.read()
-        sock = conn.sock
-        cipher = sock.cipher()[0] if isinstance(sock, ssl.SSLSocket) and sock.cipher() else None
-        return resp.status, cipher
+        negotiated = conn.sock.cipher() if isinstance(conn.sock, ssl.SSLSocket) else None
+        return resp.status, negotiated[0] if negotiated else None
     finally:
         conn.close()
 
