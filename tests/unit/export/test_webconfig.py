@@ -7,9 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retransmon.cli import main
 from retransmon.errors import UsageError
+from retransmon.export.goyaml import Problem
 from retransmon.export.webconfig import bcrypt_cost, load, parse
 from tests.support.tls import Certificates, bcrypt_hash, make_certificates, web_config_yaml
 
@@ -210,3 +214,42 @@ def test_bcrypt_variants_accepted(prefix: str) -> None:
 )
 def test_bcrypt_cost(digest: bytes, cost: int | None) -> None:
     assert bcrypt_cost(digest) == cost
+
+
+_SCALARS = st.one_of(
+    st.text(max_size=12),
+    st.integers(),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(["TLS12", "TLS10", "X25519", "deny", "1s", "$2b$04$" + "a" * 53, "RequestClientCert"]),
+)
+_KEYS = st.sampled_from(
+    ["tls_server_config", "http_server_config", "basic_auth_users", "rate_limit", "cert_file", "cert",
+     "key", "client_auth_type", "client_ca", "min_version", "max_version", "cipher_suites",
+     "curve_preferences", "client_allowed_sans", "headers", "http2", "X-Frame-Options", "interval",
+     "burst", "prefer_server_cipher_suites", "other"]
+)  # fmt: skip
+_DOCS = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_DOCS)
+def test_any_document_is_a_config_or_one_problem(doc: object) -> None:
+    # Whatever the structure, parse() answers with a config or a Problem: never another exception.
+    try:
+        parse(yaml.safe_dump(doc))
+    except Problem as exc:
+        assert "\n" not in str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_is_a_config_or_one_problem(text: str) -> None:
+    try:
+        parse(text)
+    except Problem as exc:
+        assert "\n" not in str(exc)
