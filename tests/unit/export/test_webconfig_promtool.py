@@ -19,7 +19,6 @@ and ``rate_limit``; their own rules are checked in test_webconfig.py.
 from __future__ import annotations
 
 import itertools
-import os
 import random
 import shutil
 import subprocess
@@ -280,7 +279,7 @@ def _verdicts_promtool(paths: list[str]) -> dict[str, bool]:
 
 
 def test_retransmon_and_promtool_agree(
-    certs: Certificates, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    certs: Certificates, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     garbage = tmp_path / "garbage-ca.pem"
     garbage.write_text("not a certificate\n")
@@ -294,7 +293,7 @@ def test_retransmon_and_promtool_agree(
     for _ in range(300):
         cases.append(Case("".join(rng.choice(section) for section in sections)))
 
-    os.chdir(tmp_path)  # promtool prints the names as given: keep them short
+    monkeypatch.chdir(tmp_path)  # promtool prints the names as given: keep them short
     ours, theirs = [], []
     for i, case in enumerate(cases):
         ours.append(f"c{i:04d}.yml")
