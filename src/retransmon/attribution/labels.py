@@ -6,8 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from retransmon.attribution.containers import parse_cgroup_path
-from retransmon.attribution.flows import KIND_NAMES, KIND_SENT, Flow
+from retransmon.attribution.flows import KIND_NAMES, Flow
 from retransmon.errors import UsageError
+from retransmon.kernel.structs import KIND_SENT
 
 OTHER = "other"
 
