@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import pytest
 
 from retransmon.attribution.cgroups import cgroup2_mount
-from tests.support import TestBed, free_port, parse_metrics, read_while_settled, total
+from retransmon.chaos.netns import read_while_settled
+from retransmon.chaos.testbed import TestBed
+from tests.support import free_port, parse_metrics, total
 from tests.support.agent import Sample, http_get
 from tests.support.podman import AGENT_FLAGS, REPO, Container, container_name, image_name, podman
 

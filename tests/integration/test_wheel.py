@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import TestBed, free_port, parse_metrics, read_while_settled, total
+from retransmon.chaos.netns import read_while_settled
+from retransmon.chaos.testbed import TestBed
+from tests.support import free_port, parse_metrics, total
 from tests.support.agent import Sample, http_get
 
 REPO = Path(__file__).resolve().parents[2]
