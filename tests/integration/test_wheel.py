@@ -178,6 +178,19 @@ def test_chaos_from_the_wheel_matches_the_kernel(installed: Installed) -> None:
     assert sum(ns["kernel_retrans_segs"] for ns in namespaces) > 0
 
 
+def up(port: int) -> list[float]:
+    """`up` of the retransmon job in the Prometheus on *port*, once it has scraped (20 s at most)."""
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": 'up{job="retransmon"}'})
+    deadline = time.monotonic() + 20
+    while True:
+        status, _ctype, body = http_get(url)
+        assert status == 200, body
+        values = [float(s["value"][1]) for s in json.loads(body)["data"]["result"]]
+        if values or time.monotonic() > deadline:
+            return values
+        time.sleep(0.5)
+
+
 def test_chaos_prometheus_from_the_wheel(installed: Installed, tmp_path: Path) -> None:
     """chaos --prometheus needs its Prometheus files, which must come from the package."""
     serve = Serve(installed)
@@ -196,10 +209,7 @@ def test_chaos_prometheus_from_the_wheel(installed: Installed, tmp_path: Path) -
                 assert proc.poll() is None, err.read_text()
                 assert time.monotonic() < deadline, err.read_text()
                 time.sleep(0.3)
-            query = urllib.parse.urlencode({"query": 'up{job="retransmon"}'})
-            status, _ctype, body = http_get(f"http://127.0.0.1:{port}/api/v1/query?{query}")
-            assert status == 200
-            assert [float(s["value"][1]) for s in json.loads(body)["data"]["result"]] == [1.0]
+            assert up(port) == [1.0]
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=30) == 0
         finally:
