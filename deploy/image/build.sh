@@ -81,7 +81,8 @@ mkdir -p "$ctx"
 "$python" -m pip install --quiet --disable-pip-version-check --no-compile --no-warn-script-location \
 	--only-binary=:all: --python-version "$pyver" --implementation cp --target "$ctx/site" "$wheel" \
 	2> >(grep -v "^WARNING: Location .* is ignored" >&2)
-rm -rf "$ctx/site/bin"
+# Scripts with the host's interpreter, and where the wheel was installed from: not in the image.
+rm -rf "$ctx/site/bin" "$ctx"/site/*.dist-info/direct_url.json
 if [[ $("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])') == "$pyver" ]]; then
 	"$python" -m compileall -q -j 0 --invalidation-mode unchecked-hash "$ctx/site"
 fi
