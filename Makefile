@@ -8,6 +8,9 @@ VPY := $(VENV)/bin/python
 BUILD := build
 BPF_OBJ := src/retransmon/kernel/retransmon.bpf.o
 BPF_SRC := bpf/retransmon.bpf.c bpf/retransmon.h
+# The object's debug info names the source directory: make it relative, so every checkout of
+# a commit builds the same bytes (and the same wheel and image), given the same kernel BTF.
+BPF_REPRODUCIBLE := -fdebug-prefix-map=$(CURDIR)=.
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
 # Debian packages: BPF toolchain, the test bed (nftables, iproute2, ethtool),
@@ -52,7 +55,7 @@ $(BUILD)/vmlinux.h:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
 $(BPF_OBJ): $(BPF_SRC) $(BUILD)/vmlinux.h
-	clang -O2 -g -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
+	clang -O2 -g -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) $(BPF_REPRODUCIBLE) \
 		-I$(BUILD) -Ibpf -c bpf/retransmon.bpf.c -o $@.tmp && mv $@.tmp $@
 
 # The sdist and a py3-none-any wheel carrying the compiled CO-RE object (docs/deployment.md).

@@ -87,7 +87,12 @@ if [[ $("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])') == "$p
 	"$python" -m compileall -q -j 0 --invalidation-mode unchecked-hash "$ctx/site"
 fi
 install -m 0755 "$here/launcher.py" "$ctx/retransmon"
+previous=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 podman build --quiet --pull=never --timestamp 0 --build-arg "BASE=$base" --build-arg "VERSION=$version" \
 	--build-arg "PYTHON=$pyver" -f "$here/Containerfile" -t "$image" "$ctx" >/dev/null
+# The image this one replaces, unless a container still uses it: no pile of untagged images.
+if [[ -n $previous && $previous != $(podman image inspect --format '{{.Id}}' "$image") ]]; then
+	podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 size=$(podman image inspect --format '{{.Size}}' "$image")
 echo "built $image ($((size / 1000000)) MB, base $base)"
