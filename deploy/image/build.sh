@@ -84,7 +84,8 @@ mkdir -p "$ctx"
 # Scripts with the host's interpreter, and where the wheel was installed from: not in the image.
 rm -rf "$ctx/site/bin" "$ctx"/site/*.dist-info/direct_url.json
 if [[ $("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])') == "$pyver" ]]; then
-	"$python" -m compileall -q -j 0 --invalidation-mode unchecked-hash "$ctx/site"
+	"$python" -m compileall -q -j 0 --invalidation-mode unchecked-hash \
+		-s "$ctx/site" -p "/usr/local/lib/python$pyver/dist-packages" "$ctx/site"
 fi
 install -m 0755 "$here/launcher.py" "$ctx/retransmon"
 previous=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
