@@ -83,6 +83,7 @@ mkdir -p "$ctx"
 	2> >(grep -v "^WARNING: Location .* is ignored" >&2)
 # Scripts with the host's interpreter, and where the wheel was installed from: not in the image.
 rm -rf "$ctx/site/bin" "$ctx"/site/*.dist-info/direct_url.json
+sed -i -e '\|^\.\./\.\./bin/|d' -e '\|/direct_url\.json,|d' "$ctx"/site/*.dist-info/RECORD
 if [[ $("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])') == "$pyver" ]]; then
 	"$python" -m compileall -q -j 0 --invalidation-mode unchecked-hash \
 		-s "$ctx/site" -p "/usr/local/lib/python$pyver/dist-packages" "$ctx/site"
