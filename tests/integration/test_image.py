@@ -57,6 +57,17 @@ def image() -> str:
     return name
 
 
+def test_make_image_again_gives_the_same_image(image: str) -> None:
+    """Reproducible: the same commit and base give the same image id (and the wheel the same bytes)."""
+    before = podman("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()
+    wheel = sorted((REPO / "dist").glob("*.whl"))[0].read_bytes()
+    made = subprocess.run(["make", "-s", "image"], cwd=REPO, capture_output=True, text=True)
+    assert made.returncode == 0, (made.stdout + made.stderr)[-2000:]
+    assert "(cached)" in made.stdout
+    assert podman("image", "inspect", "--format", "{{.Id}}", image).stdout.strip() == before
+    assert sorted((REPO / "dist").glob("*.whl"))[0].read_bytes() == wheel
+
+
 def test_image_has_the_version_label_and_no_compiler(image: str) -> None:
     labels = json.loads(podman("image", "inspect", "--format", "{{json .Labels}}", image).stdout)
     assert image.endswith(":" + labels["org.opencontainers.image.version"])
