@@ -7,7 +7,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 BUILD := build
 BPF_OBJ := src/retransmon/kernel/retransmon.bpf.o
-BPF_SRC := bpf/retransmon.bpf.c bpf/retransmon.h
+BPF_SRC := bpf/retransmon.bpf.c bpf/retransmon.h $(wildcard bpf/*.bpf.h)
 # The object's debug info names the source directory: make it relative, so every checkout of
 # a commit builds the same bytes (and the same wheel and image), given the same kernel BTF.
 BPF_REPRODUCIBLE := -fdebug-prefix-map=$(CURDIR)=.
