@@ -19,8 +19,8 @@ from typing import TextIO
 
 from retransmon import defaults
 from retransmon.attribution.cgroups import UNKNOWN, CgroupResolver
+from retransmon.kernel.structs import EVENT_RECONCILED
 from retransmon.live.events import (
-    EVENT_RECONCILED,
     PER_RECORD,
     BootClock,
     DecodeError,
