@@ -19,7 +19,7 @@ from retransmon.chaos.netns import read_while_settled
 from retransmon.chaos.testbed import TestBed
 from retransmon.kernel.features import probe
 from tests.support import AgentProcess, total
-from tests.support.agent import retransmon_command
+from tests.support.agent import TIME_SCALE, retransmon_command
 
 SEGMENTS = "tcp_retransmitted_segments_total"
 SENT = "tcp_segments_sent_total"
@@ -70,7 +70,8 @@ def test_serve_answers_promptly_and_says_what_it_lacks() -> None:
     print(f"serve answered after {answered:.1f} s; counting {counting}; hooks {info[0].labels['hooks']}")
     for line in warnings:
         print(line)
-    assert answered < 30
+    # Measured: 42 s on 5.10 under TCG (libbpf relocating each refused plan against the kernel's BTF).
+    assert answered < 20 * TIME_SCALE
     if counting == "exact":
         assert not any("exact counting" in w for w in warnings)
     else:
