@@ -35,6 +35,9 @@ const volatile bool has_sk_cgroup = true;   /* sock_cgroup_data.cgroup exists */
 const volatile __u32 flow_capacity = 16384; /* full flows per table, then coarse keys */
 const volatile bool count_flows = true;     /* false for trace and top: nobody drains the tables */
 
+/* The kernel's HZ, for the RTO in milliseconds; 0 (weak) when libbpf cannot read the kernel config. */
+extern unsigned int CONFIG_HZ __kconfig __weak;
+
 /* Per-socket retransmit accounting state (socket storage; handlers hold the socket lock). */
 struct sock_state {
 	__u32 retrans_seen; /* the part of total_retrans already accounted */
@@ -42,7 +45,9 @@ struct sock_state {
 	__u32 owner_pid;
 	__u16 lport; /* local port, kept for the close: the kernel unbinds it first */
 	__u8 last_state; /* the state before TCP_CLOSE, should the close run be skipped */
-	__u8 pad;
+	__u8 last_cause; /* the cause of the last accounted retransmit, and when it was: */
+	__u32 last_high_seq;  /* tp->high_seq, set at each entry to Recovery or Loss */
+	__u32 last_total_rto; /* tp->total_rto, raised by every RTO (6.7+) */
 	char owner_comm[RM_COMM_LEN];
 };
 #define SOCK_STATE_BASELINE 0x1 /* retrans_seen is valid */
@@ -315,8 +320,22 @@ static __always_inline bool events_wanted(void)
 	return s && s->events_wanted;
 }
 
+/* The socket's timing at the retransmit, for `trace`: smoothed RTT, RTO and its backoff. */
+static __always_inline void event_timing(struct retrans_event *e, const struct tcp_sock *tp)
+{
+	e->srtt_us = 0;
+	e->rto_ms = 0;
+	e->backoff = 0;
+	if (!tp)
+		return;
+	e->srtt_us = tp->srtt_us >> 3; /* the kernel keeps it scaled by 8 */
+	e->backoff = tp->inet_conn.icsk_backoff;
+	if (CONFIG_HZ)
+		e->rto_ms = (__u64)tp->inet_conn.icsk_rto * 1000 / CONFIG_HZ;
+}
+
 static __always_inline void emit_event(const struct flow_key *key, __u32 segments, __u8 flags,
-				       const struct sock_state *st)
+				       const struct sock_state *st, const struct tcp_sock *tp)
 {
 	struct retrans_event *e;
 	struct loss_counts *lost;
@@ -340,7 +359,9 @@ static __always_inline void emit_event(const struct flow_key *key, __u32 segment
 	e->lport = key->lport;
 	e->rport = key->rport;
 	e->flags = flags;
-	e->pad[0] = e->pad[1] = e->pad[2] = 0;
+	e->cause = key->cause;
+	e->pad = 0;
+	event_timing(e, tp);
 	__builtin_memcpy(e->laddr, key->laddr, sizeof(e->laddr));
 	__builtin_memcpy(e->raddr, key->raddr, sizeof(e->raddr));
 	if (st) {
@@ -506,9 +527,8 @@ static __always_inline void sent_finish(const struct sock *sk)
  * counted_now is what this event counted on its own, used only the first
  * time a socket is seen (one that existed before we attached).
  */
-static __always_inline __u32 retrans_delta(struct sock *sk, struct sock_state *st, __u32 counted_now)
+static __always_inline __u32 retrans_delta(__u32 total, struct sock_state *st, __u32 counted_now)
 {
-	__u32 total = sock_total_retrans(sk);
 	__u32 delta;
 
 	if (!(st->flags & SOCK_STATE_BASELINE)) {
@@ -535,12 +555,94 @@ static __always_inline void first_seen(struct sock_state *st, const struct sock 
 	}
 }
 
+/* include/net/inet_connection_sock.h and tcp.h: defines, so not in BTF; stable since 4.x. */
+#define ICSK_TIME_LOSS_PROBE 5
+#define TCPHDR_SYN 0x02
+
+/*
+ * Why the kernel retransmitted this skb, decided the way the kernel decides
+ * which TcpExt counter to raise (docs/counting.md):
+ *   - a SYN: __tcp_retransmit_skb() raises TCPSynRetrans with RetransSegs,
+ *     whoever called it (SYN-ACKs have their own tracepoint);
+ *   - icsk_pending 0: the write timer handler clears it just before
+ *     tcp_retransmit_timer(), whose retransmit this is; the retransmit queue
+ *     always runs with a timer armed (it has segments out);
+ *   - a refused send (err): tcp_xmit_retransmit_queue() adds only successful
+ *     ones to its counters, so it is in RetransSegs alone, like the timer's;
+ *   - the Loss state: the queue after a timeout, TCPSlowStartRetrans;
+ *   - icsk_pending LOSS_PROBE in the Open state: tcp_send_loss_probe(), run by
+ *     the timer with icsk_pending still set; the queue has nothing lost in Open;
+ *   - anything else is the queue in Recovery (or Disorder, CWR): TCPFastRetrans.
+ */
+static __always_inline __u8 retransmit_cause(const struct tcp_sock *tp, const struct sk_buff *skb,
+					     const struct sock_state *st, int err)
+{
+	const struct tcp_skb_cb *cb;
+	__u8 pending, ca_state;
+
+	if (!skb)
+		return RM_CAUSE_SYN; /* a passive Fast Open socket's SYN-ACK */
+	cb = (const struct tcp_skb_cb *)&skb->cb[0];
+	if (cb->tcp_flags & TCPHDR_SYN)
+		return RM_CAUSE_SYN;
+	if (!tp)
+		return RM_CAUSE_TIMEOUT;
+	pending = tp->inet_conn.icsk_pending;
+	if (!pending || err)
+		return RM_CAUSE_TIMEOUT;
+	ca_state = BPF_CORE_READ_BITFIELD(&tp->inet_conn, icsk_ca_state);
+	if (ca_state == TCP_CA_Loss)
+		return RM_CAUSE_SLOW_START;
+	if (pending == ICSK_TIME_LOSS_PROBE && ca_state == TCP_CA_Open)
+		return RM_CAUSE_TLP;
+	return RM_CAUSE_FAST;
+}
+
+/*
+ * A run the kernel skipped is caught up by the socket's next retransmit. Its
+ * segments are of that retransmit's cause when the socket's last accounted
+ * retransmit had the same cause in the same episode: no recovery or loss
+ * episode began in between (high_seq is set at each entry) and no RTO fired
+ * (total_rto counts every one). Only the queue repeats a cause within an
+ * episode (each timeout raises total_rto; a loss probe needs the Open state,
+ * which ends the episode), so this holds for fast and slow_start, the causes
+ * a storm skips. Kernels before 6.7 have no total_rto: nothing is matched.
+ */
+static __always_inline bool same_episode(const struct sock_state *st, const struct tcp_sock *tp, __u8 cause)
+{
+	if (!tp || !bpf_core_field_exists(tp->total_rto))
+		return false;
+	return st->last_cause == cause && st->last_high_seq == tp->high_seq &&
+	       st->last_total_rto == tp->total_rto;
+}
+
+static __always_inline void remember_episode(struct sock_state *st, const struct tcp_sock *tp, __u8 cause)
+{
+	st->last_cause = cause;
+	if (tp && bpf_core_field_exists(tp->total_rto)) {
+		st->last_high_seq = tp->high_seq;
+		st->last_total_rto = tp->total_rto;
+	}
+}
+
+/* Segments whose cause is not known (caught up from a skipped run, or found at close): timeout. */
+static __always_inline void account_unclassified(struct flow_key *key, __u32 segments)
+{
+	struct loss_counts *lost = loss_slot();
+
+	key->cause = RM_CAUSE_TIMEOUT;
+	account(key, 0, segments);
+	if (lost)
+		lost->unclassified_segments += segments;
+}
+
 static __always_inline void handle_retransmit(struct sock *sk, const struct sk_buff *skb, int err, __u8 kind,
 					      __u8 state)
 {
+	const struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	struct flow_key key = {};
 	struct sock_state *st = NULL;
-	__u32 counted_now, segments;
+	__u32 counted_now, segments, own;
 
 	/* Before 6.x the tracepoint fired only for transmitted segments (err 0). */
 	counted_now = err ? 0 : (skb ? skb_segments(skb) : 1);
@@ -551,7 +653,7 @@ static __always_inline void handle_retransmit(struct sock *sk, const struct sk_b
 			remember_port(st, sk);
 			if (!(st->flags & SOCK_STATE_BASELINE))
 				first_seen(st, sk, counted_now);
-			segments = retrans_delta(sk, st, counted_now);
+			segments = retrans_delta(tp ? tp->total_retrans : 0, st, counted_now);
 		}
 	}
 	if (!segments)
@@ -559,8 +661,15 @@ static __always_inline void handle_retransmit(struct sock *sk, const struct sk_b
 	key_for_sock(&key, sk, st ? st->lport : 0, st && (st->flags & SOCK_STATE_PASSIVE));
 	key.state = state;
 	key.kind = kind;
-	emit_event(&key, segments, 0, st);
-	account(&key, 1, segments);
+	key.cause = retransmit_cause(tp, skb, st, err);
+	emit_event(&key, segments, 0, st, tp);
+	/* This skb's own segments are of its cause; more is a skipped run's, caught up here. */
+	own = err || segments <= counted_now || (st && same_episode(st, tp, key.cause)) ? segments : counted_now;
+	if (st)
+		remember_episode(st, tp, key.cause);
+	account(&key, 1, own);
+	if (segments > own)
+		account_unclassified(&key, segments - own);
 }
 
 SEC("tp_btf/tcp_retransmit_skb")
@@ -593,7 +702,8 @@ int BPF_PROG(tp_btf_tcp_retransmit_synack, struct sock *sk, struct request_sock 
 	key.kind = RM_KIND_SYNACK;
 	key.flags = RM_FLOW_PASSIVE;
 	key.cgroup = sock_cgroup_id(sk);
-	emit_event(&key, 1, 0, use_sk_storage ? bpf_sk_storage_get(&sock_states, sk, 0, 0) : NULL);
+	key.cause = RM_CAUSE_SYN;
+	emit_event(&key, 1, 0, use_sk_storage ? bpf_sk_storage_get(&sock_states, sk, 0, 0) : NULL, NULL);
 	account(&key, 1, 1);
 	return 0;
 }
@@ -673,8 +783,9 @@ static __always_inline void settle_close(struct sock *sk, int oldstate)
 			key_for_sock(&key, sk, st->lport, st->flags & SOCK_STATE_PASSIVE);
 			key.state = oldstate;
 			key.kind = RM_KIND_RETRANSMIT;
-			emit_event(&key, delta, RM_EVENT_RECONCILED, st);
-			account(&key, 0, delta);
+			key.cause = RM_CAUSE_TIMEOUT;
+			emit_event(&key, delta, RM_EVENT_RECONCILED, st, bpf_skc_to_tcp_sock(sk));
+			account_unclassified(&key, delta);
 		}
 	}
 	bpf_sk_storage_delete(&sock_states, sk);
@@ -886,7 +997,10 @@ int tracepoint_tcp_retransmit_skb(void *ctx)
 	key.state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	key.kind = RM_KIND_RETRANSMIT;
 	key.cgroup = sock_cgroup_id_probed(sk);
-	emit_event(&key, segments, 0, NULL);
+	/* Causes are not told apart here: SYNs are `syn`, every other retransmit `fast` (documented). */
+	key.cause = BPF_CORE_READ((struct tcp_skb_cb *)&skb->cb[0], tcp_flags) & TCPHDR_SYN ? RM_CAUSE_SYN
+											       : RM_CAUSE_FAST;
+	emit_event(&key, segments, 0, NULL, NULL);
 	account(&key, 1, segments);
 	return 0;
 }
@@ -903,7 +1017,8 @@ int tracepoint_tcp_retransmit_synack(struct trace_event_raw_tcp_retransmit_synac
 	key.kind = RM_KIND_SYNACK;
 	key.flags = RM_FLOW_PASSIVE;
 	key.cgroup = sock_cgroup_id_probed(sk);
-	emit_event(&key, 1, 0, NULL);
+	key.cause = RM_CAUSE_SYN;
+	emit_event(&key, 1, 0, NULL, NULL);
 	account(&key, 1, 1);
 	return 0;
 }

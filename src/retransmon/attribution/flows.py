@@ -13,6 +13,30 @@ KIND_SYNACK = 1
 KIND_SENT = 2
 KIND_NAMES = {KIND_RETRANSMIT: "retransmit", KIND_SYNACK: "synack", KIND_SENT: "sent"}
 
+# Why a segment was retransmitted (RM_CAUSE_*); 0 for segments sent.
+CAUSE_NONE = 0
+CAUSE_FAST = 1
+CAUSE_SLOW_START = 2
+CAUSE_TIMEOUT = 3
+CAUSE_TAIL_LOSS_PROBE = 4
+CAUSE_SYN = 5
+CAUSE_NAMES = {
+    CAUSE_FAST: "fast",
+    CAUSE_SLOW_START: "slow_start",
+    CAUSE_TIMEOUT: "timeout",
+    CAUSE_TAIL_LOSS_PROBE: "tail_loss_probe",
+    CAUSE_SYN: "syn",
+}
+# Each cause's TcpExt counter (/proc/net/netstat), which it equals per namespace.
+CAUSE_COUNTERS = {"fast": "TCPFastRetrans", "slow_start": "TCPSlowStartRetrans", "syn": "TCPSynRetrans"}
+# Where segments go whose cause cannot be known (a run the kernel skipped, found at close).
+UNKNOWN_CAUSE = "timeout"
+
+
+def cause_name(cause: int) -> str:
+    return CAUSE_NAMES.get(cause, f"cause_{cause}") if cause else ""
+
+
 FLOW_COARSE = 0x1
 FLOW_PASSIVE = 0x2
 FLOW_META = 0x80
@@ -28,7 +52,8 @@ FLOW_KEY = Layout(
         Field("lport", "H"),
         Field("rport", "H"),
         Field("flags", "B"),
-        Field("pad", "3s"),
+        Field("cause", "B"),
+        Field("pad", "2s"),
         Field("laddr", "16s"),
         Field("raddr", "16s"),
     ],
@@ -38,7 +63,7 @@ FLOW_COUNTS = Layout("flow_counts", [Field("events", "Q"), Field("segments", "Q"
 
 LISTEN_KEY = Layout("listen_key", [Field("netns", "I"), Field("port", "H"), Field("pad", "H")])
 
-META_KEY = FLOW_KEY.pack(0, 0, 0, 0, 0, 0, 0, FLOW_META, b"", b"", b"")
+META_KEY = FLOW_KEY.pack(0, 0, 0, 0, 0, 0, 0, FLOW_META, 0, b"", b"", b"")
 ZERO_COUNTS = FLOW_COUNTS.pack(0, 0)
 
 
@@ -57,6 +82,7 @@ class Flow:
     state: str
     kind: str
     passive: bool
+    cause: str = ""  # empty for segments sent
 
 
 @dataclass(slots=True)
@@ -74,7 +100,9 @@ def is_meta(raw_key: bytes) -> bool:
 
 
 def decode_flow(raw_key: bytes) -> Flow:
-    (cgroup, netns, family, state, kind, lport, rport, flags, _pad, laddr, raddr) = FLOW_KEY.unpack(raw_key)
+    (cgroup, netns, family, state, kind, lport, rport, flags, cause, _pad, laddr, raddr) = FLOW_KEY.unpack(
+        raw_key
+    )
     version, src = decode_address(family, laddr)
     _, dst = decode_address(family, raddr)
     coarse = bool(flags & FLOW_COARSE)
@@ -89,6 +117,7 @@ def decode_flow(raw_key: bytes) -> Flow:
         state=state_name(state) if kind != KIND_SENT else "",
         kind=KIND_NAMES.get(kind, f"kind_{kind}"),
         passive=bool(flags & FLOW_PASSIVE),
+        cause=cause_name(cause) if kind != KIND_SENT else "",
     )
 
 

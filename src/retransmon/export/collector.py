@@ -67,6 +67,11 @@ class RetransmonCollector(Collector):
             "retransmon_unaccounted_segments",
             "Retransmitted segments with no room in the flow table, not even in its reserve for folds.",
         )
+        unclassified = CounterMetricFamily(
+            "retransmon_unclassified_segments",
+            "Retransmitted segments whose cause could not be known (their own BPF run was skipped and they "
+            "were found later or at close); counted with cause=\"timeout\".",
+        )
         untracked = CounterMetricFamily(
             "retransmon_untracked_sockets",
             "TCP sockets whose segments sent are not counted: the kernel's socket table was full "
@@ -95,6 +100,7 @@ class RetransmonCollector(Collector):
             misses,
             lost,
             unaccounted,
+            unclassified,
             untracked,
             entries,
             capacity,
@@ -127,6 +133,7 @@ class RetransmonCollector(Collector):
             misses.add_metric([program], n)
         lost.add_metric([], snap.events_lost)
         unaccounted.add_metric([], snap.unaccounted_segments)
+        unclassified.add_metric([], snap.unclassified_segments)
         untracked.add_metric([], snap.untracked_sockets)
         entries.add_metric([], snap.flow_entries)
         capacity.add_metric([], snap.flow_capacity)

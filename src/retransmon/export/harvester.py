@@ -43,6 +43,7 @@ LOSS_COUNTS = Layout(
         Field("unaccounted_events", "Q"),
         Field("unaccounted_segments", "Q"),
         Field("untracked_sockets", "Q"),
+        Field("unclassified_segments", "Q"),
     ],
 )
 ZERO_U32 = (0).to_bytes(4, "little")
@@ -58,6 +59,7 @@ class Snapshot:
     unaccounted_events: int
     unaccounted_segments: int
     untracked_sockets: int
+    unclassified_segments: int
     series_folded: int
     flow_entries: int
     flow_capacity: int
@@ -75,6 +77,7 @@ class Losses:
     unaccounted_events: int = 0
     unaccounted_segments: int = 0
     untracked_sockets: int = 0
+    unclassified_segments: int = 0
 
 
 @dataclass
@@ -158,11 +161,12 @@ class Harvester:
         per_cpu = libbpf.map_lookup_percpu(self._bpf.map_fd("losses"), ZERO_U32, LOSS_COUNTS.size)
         total = Losses()
         for raw in per_cpu or []:
-            lost, ev, seg, sockets = LOSS_COUNTS.unpack(raw)
+            lost, ev, seg, sockets, unclassified = LOSS_COUNTS.unpack(raw)
             total.events_lost += lost
             total.unaccounted_events += ev
             total.unaccounted_segments += seg
             total.untracked_sockets += sockets
+            total.unclassified_segments += unclassified
         return total
 
     def _read_listeners(self) -> set[tuple[int, int]]:
@@ -186,6 +190,7 @@ class Harvester:
                 unaccounted_events=st.losses.unaccounted_events,
                 unaccounted_segments=st.losses.unaccounted_segments,
                 untracked_sockets=st.losses.untracked_sockets,
+                unclassified_segments=st.losses.unclassified_segments,
                 series_folded=self.retransmits.folded_records + self.sent.folded_records,
                 flow_entries=st.last_entries,
                 flow_capacity=self._bpf.options.flow_capacity,

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from retransmon.attribution.addresses import decode_address
-from retransmon.attribution.flows import KIND_NAMES
+from retransmon.attribution.flows import KIND_NAMES, cause_name
 from retransmon.attribution.tcpstates import state_name
 from retransmon.kernel.layout import Field, Layout
 
@@ -38,7 +38,11 @@ RETRANS_EVENT = Layout(
         Field("lport", "H"),
         Field("rport", "H"),
         Field("flags", "B"),
-        Field("pad", "3s"),
+        Field("cause", "B"),
+        Field("backoff", "B"),
+        Field("pad", "B"),
+        Field("srtt_us", "I"),
+        Field("rto_ms", "I"),
         Field("comm", "16s"),
         Field("laddr", "16s"),
         Field("raddr", "16s"),
@@ -49,8 +53,8 @@ RETRANS_EVENT = Layout(
 RUNTIME_SETTINGS = Layout("runtime_settings", [Field("events_wanted", "I"), Field("pad", "I")])
 
 _OFF = RETRANS_EVENT.offsets
-# The per-record fields (ts_ns, segments, flags) in one unpack, skipping the rest.
-PER_RECORD = struct.Struct(f"=Q{_OFF['segments'] - 8}xI{_OFF['flags'] - _OFF['segments'] - 4}xB")
+# The per-record fields (ts_ns, segments, flags, cause, backoff, srtt_us, rto_ms) in one unpack.
+PER_RECORD = struct.Struct(f"=Q{_OFF['segments'] - 8}xI{_OFF['flags'] - _OFF['segments'] - 4}xBBBxII")
 # Everything else (the flow and its owner) is the same for every record of one flow: the cache key.
 _K1, _K2, _K3, _K4, _K5 = _OFF["cgroup"], _OFF["segments"], _OFF["family"], _OFF["flags"], _OFF["comm"]
 _CACHE_LIMIT = 65536
@@ -86,14 +90,20 @@ class Event:
     reconciled: bool
     flow: EventFlow
     key: bytes
+    cause: str = ""
+    srtt_us: int = 0  # the socket's smoothed RTT at the retransmit
+    rto_ms: int = 0  # its retransmission timeout (0 when the kernel's HZ is unknown)
+    backoff: int = 0  # how many times the RTO has doubled
 
 
 def decode_flow_part(raw: bytes) -> EventFlow:
     """The flow and owner fields of a record (no cache)."""
     if len(raw) < RETRANS_EVENT.size:
         raise DecodeError(f"ring buffer record of {len(raw)} bytes, expected {RETRANS_EVENT.size}")
-    (_ts, cgroup, netns, pid, _segs, family, state, kind, lport, rport, _flags, _pad, comm, laddr, raddr) = (
-        RETRANS_EVENT.unpack(raw)
+    f = dict(zip(RETRANS_EVENT.offsets, RETRANS_EVENT.unpack(raw), strict=True))
+    family, state, kind, comm = f["family"], f["state"], f["kind"], f["comm"]
+    cgroup, netns, pid, lport, rport, laddr, raddr = (
+        f[n] for n in ("cgroup", "netns", "pid", "lport", "rport", "laddr", "raddr")
     )
     try:
         version, src = decode_address(family, laddr)
@@ -137,8 +147,18 @@ class EventDecoder:
             if len(self._flows) >= _CACHE_LIMIT:
                 self._flows.clear()
             self._flows[key] = flow
-        boot_ns, segments, flags = PER_RECORD.unpack_from(raw)
-        return Event(boot_ns, segments, bool(flags & EVENT_RECONCILED), flow, key)
+        boot_ns, segments, flags, cause, backoff, srtt_us, rto_ms = PER_RECORD.unpack_from(raw)
+        return Event(
+            boot_ns,
+            segments,
+            bool(flags & EVENT_RECONCILED),
+            flow,
+            key,
+            cause_name(cause),
+            srtt_us,
+            rto_ms,
+            backoff,
+        )
 
 
 def encode_event(  # the inverse of decoding, for tests and benchmarks
@@ -154,12 +174,16 @@ def encode_event(  # the inverse of decoding, for tests and benchmarks
     lport: int = 0,
     rport: int = 0,
     flags: int = 0,
+    cause: int = 0,
+    backoff: int = 0,
+    srtt_us: int = 0,
+    rto_ms: int = 0,
     comm: bytes = b"",
     laddr: bytes = bytes(16),
     raddr: bytes = bytes(16),
 ) -> bytes:
-    fields = (boot_ns, cgroup, netns, pid, segments, family, state, kind, lport, rport, flags)
-    return RETRANS_EVENT.pack(*fields, b"", comm, laddr, raddr)
+    fields = (boot_ns, cgroup, netns, pid, segments, family, state, kind, lport, rport, flags, cause, backoff)
+    return RETRANS_EVENT.pack(*fields, 0, srtt_us, rto_ms, comm, laddr, raddr)
 
 
 # -- time ---------------------------------------------------------------------
