@@ -36,7 +36,7 @@ def _tables(flows: int) -> tuple[tuple[str, ...], SeriesTable, SeriesTable]:
     for i in range(flows):
         peer = str(ipaddress.IPv4Address(base + i // 4))
         port = str(443 + i % 4)
-        retrans.add(("4", "198.19.0.1", peer, port, "established", "retransmit"), 3, 17)
+        retrans.add(("4", "198.19.0.1", peer, port, "established", "retransmit", "fast"), 3, 17)
         sent.add(("4", "198.19.0.1", peer, port), 0, 1000 + i)
     return labels, retrans, sent
 
@@ -49,6 +49,7 @@ def _source(retrans: SeriesTable, sent: SeriesTable) -> Snapshot:
         unaccounted_events=0,
         unaccounted_segments=0,
         untracked_sockets=0,
+        unclassified_segments=0,
         series_folded=0,
         flow_entries=len(retrans),
         flow_capacity=16384,

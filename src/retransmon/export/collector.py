@@ -70,7 +70,7 @@ class RetransmonCollector(Collector):
         unclassified = CounterMetricFamily(
             "retransmon_unclassified_segments",
             "Retransmitted segments whose cause could not be known (their own BPF run was skipped and they "
-            "were found later or at close); counted with cause=\"timeout\".",
+            'were found later or at close); counted with cause="timeout".',
         )
         untracked = CounterMetricFamily(
             "retransmon_untracked_sockets",

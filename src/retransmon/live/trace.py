@@ -19,6 +19,7 @@ from typing import TextIO
 
 from retransmon import defaults
 from retransmon.attribution.cgroups import UNKNOWN, CgroupResolver
+from retransmon.attribution.flows import CAUSE_NAMES, cause_name
 from retransmon.live.events import (
     EVENT_RECONCILED,
     PER_RECORD,
@@ -40,8 +41,13 @@ CACHE_LIMIT = 65536
 
 TEXT_HEADER = (
     f"{'TIME':<8} {'PID':<7} {'COMM':<12} {'IP':<2} {'LADDR:LPORT':<21} {'T>':<2} "
-    f"{'RADDR:RPORT':<21} {'STATE':<11} {'KIND':<10} {'SEGS':>4}"
+    f"{'RADDR:RPORT':<21} {'STATE':<11} {'KIND':<10} {'SEGS':>4} "
+    f"{'CAUSE':<15} {'SRTT_US':>8} {'RTO_MS':>7} {'BO':>2}"
 )
+# What each record says about the socket at its retransmit: (cause code, backoff, srtt_us, rto_ms).
+Timing = tuple[int, int, int, int]
+NO_TIMING: Timing = (0, 0, 0, 0)
+CAUSE_CODES = {name: code for code, name in CAUSE_NAMES.items()}
 COUNT_HEADER = f"{'NETNS':<10} {'IP':<2} {'LADDR:LPORT':<21} {'RADDR:RPORT':<21} {'EVENTS':>8} {'SEGS':>8}"
 
 
@@ -93,13 +99,21 @@ class TextFormatter:
         right = f"{remote:<21} {flow.state:<11} {flow.kind:<10}"
         return left, right, type_mark(flow, False)
 
-    def render(self, prepared: Prepared, boot_ns: int, segments: int, reconciled: bool) -> str:
+    def render(
+        self, prepared: Prepared, boot_ns: int, segments: int, reconciled: bool, timing: Timing = NO_TIMING
+    ) -> str:
         left, right, mark = prepared
         when = self._time.format(self._clock.wall_ns(boot_ns))
-        return f"{when:<8} {left} {'C>' if reconciled else mark} {right} {segments:>4}\n"
+        cause, backoff, srtt_us, rto_ms = timing
+        return (
+            f"{when:<8} {left} {'C>' if reconciled else mark} {right} {segments:>4} "
+            f"{cause_name(cause) or '-':<15} {srtt_us:>8} {rto_ms:>7} {backoff:>2}\n"
+        )
 
     def line(self, event: Event) -> str:
-        return self.render(self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled)
+        return self.render(
+            self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled, event_timing(event)
+        )
 
 
 class JsonFormatter:
@@ -131,13 +145,25 @@ class JsonFormatter:
         }
         return json.dumps(head)[1:-1], json.dumps(tail)[1:-1], ""
 
-    def render(self, prepared: Prepared, boot_ns: int, segments: int, reconciled: bool) -> str:
+    def render(
+        self, prepared: Prepared, boot_ns: int, segments: int, reconciled: bool, timing: Timing = NO_TIMING
+    ) -> str:
         head, tail, _ = prepared
         when = self._time.format(self._clock.wall_ns(boot_ns))
-        return f'{{"time": "{when}", {head}, "segments": {segments}, {tail}}}\n'
+        cause, backoff, srtt_us, rto_ms = timing
+        return (
+            f'{{"time": "{when}", {head}, "cause": "{cause_name(cause)}", "segments": {segments}, '
+            f'"srtt_us": {srtt_us}, "rto_ms": {rto_ms}, "backoff": {backoff}, {tail}}}\n'
+        )
 
     def line(self, event: Event) -> str:
-        return self.render(self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled)
+        return self.render(
+            self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled, event_timing(event)
+        )
+
+
+def event_timing(event: Event) -> Timing:
+    return (CAUSE_CODES.get(event.cause, 0), event.backoff, event.srtt_us, event.rto_ms)
 
 
 FlowId = tuple[int, int, str, int, str, int]  # netns, ip_version, src_ip, src_port, dst_ip, dst_port
@@ -266,14 +292,15 @@ class Tracer:
         if entry is None:
             self.stats.filtered += 1
             return
-        boot_ns, segments, flags = PER_RECORD.unpack_from(raw)
+        boot_ns, segments, flags, cause, backoff, srtt_us, rto_ms = PER_RECORD.unpack_from(raw)
         reconciled = bool(flags & EVENT_RECONCILED)
         self.stats.events += 1
         self.stats.segments += segments
         if self.options.count:
             self.counter.add_flow(entry[0], segments, reconciled)
             return
-        self._pending.append(self.formatter.render(entry[1], boot_ns, segments, reconciled))
+        timing = (cause, backoff, srtt_us, rto_ms)
+        self._pending.append(self.formatter.render(entry[1], boot_ns, segments, reconciled, timing))
         if len(self._pending) >= BATCH_LINES:
             self.flush()
             if self.expired() and not self.draining:

@@ -41,14 +41,17 @@ def record(  # noqa: PLR0917 (one argument per field, in struct order)
     comm: bytes,
     laddr: bytes,
     raddr: bytes,
+    timing: tuple[int, int, int, int] = (1, 2, 3000, 200),  # cause, backoff, srtt_us, rto_ms
 ) -> bytes:
     """A record as the kernel lays it out (bpf/retransmon.h), little-endian."""
+    cause, backoff, srtt_us, rto_ms = timing
     raw = (
         u(ts, 8) + u(cgroup, 8) + u(netns, 4) + u(pid, 4) + u(segments, 4) + u(family, 2)
-        + u(state, 1) + u(kind, 1) + u(lport, 2) + u(rport, 2) + u(flags, 1) + bytes(3)
+        + u(state, 1) + u(kind, 1) + u(lport, 2) + u(rport, 2) + u(flags, 1)
+        + u(cause, 1) + u(backoff, 1) + bytes(1) + u(srtt_us, 4) + u(rto_ms, 4)
         + comm.ljust(16, b"\0") + laddr.ljust(16, b"\0") + raddr.ljust(16, b"\0")
     )  # fmt: skip
-    assert len(raw) == 88
+    assert len(raw) == 96
     return raw
 
 
@@ -174,12 +177,12 @@ def test_decode(case: Case) -> None:
 
 
 def test_record_size_is_the_layouts() -> None:
-    assert RETRANS_EVENT.size == 88
+    assert RETRANS_EVENT.size == 96
 
 
-@pytest.mark.parametrize("size", [0, 40, 87])
+@pytest.mark.parametrize("size", [0, 40, 95])
 def test_short_record_is_a_decode_error(size: int) -> None:
-    with pytest.raises(DecodeError, match=f"record of {size} bytes, expected 88"):
+    with pytest.raises(DecodeError, match=f"record of {size} bytes, expected 96"):
         EventDecoder().decode(CASES[0].raw[:size])
 
 
@@ -193,8 +196,20 @@ def test_encode_event_is_the_inverse() -> None:
     raw = encode_event(
         boot_ns=10**12, cgroup=77, netns=4026531833, pid=4242, segments=3, family=2, state=1, kind=0,
         lport=40000, rport=5001, comm=b"curl", laddr=V4_LOCAL + bytes(12), raddr=V4_REMOTE + bytes(12),
+        cause=1, backoff=2, srtt_us=3000, rto_ms=200,
     )  # fmt: skip
     assert raw == CASES[0].raw
+
+
+def test_cause_and_timing_are_per_record() -> None:
+    decoder = EventDecoder()
+    fast = decoder.decode(record(1, 5, 6, 7, 2, 2, 1, 0, 10, 20, 0, b"x", V4_LOCAL, V4_REMOTE))
+    rto = decoder.decode(
+        record(2, 5, 6, 7, 1, 2, 1, 0, 10, 20, 0, b"x", V4_LOCAL, V4_REMOTE, (3, 4, 90, 3200))
+    )
+    assert (fast.cause, fast.backoff, fast.srtt_us, fast.rto_ms) == ("fast", 2, 3000, 200)
+    assert (rto.cause, rto.backoff, rto.srtt_us, rto.rto_ms) == ("timeout", 4, 90, 3200)
+    assert rto.flow is fast.flow
 
 
 def test_records_of_one_flow_share_its_decoded_part() -> None:
