@@ -158,7 +158,7 @@ def render_view(
     title = Text.assemble(
         ("retransmon top", "bold"),
         f"  {time.strftime('%H:%M:%S', time.localtime(now))}  sorted by {SORT_TITLES[sort]}  ",
-        ("r e t p", "bold"),
+        ("r e t p o", "bold"),
         " sort  ",
         ("q", "bold"),
         " quit",
