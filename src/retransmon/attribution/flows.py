@@ -1,4 +1,5 @@
-"""Python mirror of ``struct flow_key`` / ``struct flow_counts`` and their decoding."""
+"""Flow table entries (``struct flow_key`` / ``struct flow_counts``, mirrored in
+:mod:`retransmon.kernel.structs`) decoded into :class:`Flow` and counts."""
 
 from __future__ import annotations
 
@@ -6,20 +7,22 @@ from dataclasses import dataclass
 
 from retransmon.attribution.addresses import decode_address
 from retransmon.attribution.tcpstates import state_name
-from retransmon.kernel.layout import Field, Layout
+from retransmon.kernel.structs import (
+    CAUSE_FAST,
+    CAUSE_SLOW_START,
+    CAUSE_SYN,
+    CAUSE_TAIL_LOSS_PROBE,
+    CAUSE_TIMEOUT,
+    FLOW_COARSE,
+    FLOW_COUNTS,
+    FLOW_KEY,
+    FLOW_PASSIVE,
+    KIND_RETRANSMIT,
+    KIND_SENT,
+    KIND_SYNACK,
+)
 
-KIND_RETRANSMIT = 0
-KIND_SYNACK = 1
-KIND_SENT = 2
 KIND_NAMES = {KIND_RETRANSMIT: "retransmit", KIND_SYNACK: "synack", KIND_SENT: "sent"}
-
-# Why a segment was retransmitted (RM_CAUSE_*); 0 for segments sent.
-CAUSE_NONE = 0
-CAUSE_FAST = 1
-CAUSE_SLOW_START = 2
-CAUSE_TIMEOUT = 3
-CAUSE_TAIL_LOSS_PROBE = 4
-CAUSE_SYN = 5
 CAUSE_NAMES = {
     CAUSE_FAST: "fast",
     CAUSE_SLOW_START: "slow_start",
@@ -29,42 +32,12 @@ CAUSE_NAMES = {
 }
 # Each cause's TcpExt counter (/proc/net/netstat), which it equals per namespace.
 CAUSE_COUNTERS = {"fast": "TCPFastRetrans", "slow_start": "TCPSlowStartRetrans", "syn": "TCPSynRetrans"}
-# Where segments go whose cause cannot be known (a run the kernel skipped, found at close).
+# Where segments go whose cause cannot be known (a run the kernel skipped, found later).
 UNKNOWN_CAUSE = "timeout"
 
 
 def cause_name(cause: int) -> str:
     return CAUSE_NAMES.get(cause, f"cause_{cause}") if cause else ""
-
-
-FLOW_COARSE = 0x1
-FLOW_PASSIVE = 0x2
-FLOW_META = 0x80
-
-FLOW_KEY = Layout(
-    "flow_key",
-    [
-        Field("cgroup", "Q"),
-        Field("netns", "I"),
-        Field("family", "H"),
-        Field("state", "B"),
-        Field("kind", "B"),
-        Field("lport", "H"),
-        Field("rport", "H"),
-        Field("flags", "B"),
-        Field("cause", "B"),
-        Field("pad", "2s"),
-        Field("laddr", "16s"),
-        Field("raddr", "16s"),
-    ],
-)
-
-FLOW_COUNTS = Layout("flow_counts", [Field("events", "Q"), Field("segments", "Q")])
-
-LISTEN_KEY = Layout("listen_key", [Field("netns", "I"), Field("port", "H"), Field("pad", "H")])
-
-META_KEY = FLOW_KEY.pack(0, 0, 0, 0, 0, 0, 0, FLOW_META, 0, b"", b"", b"")
-ZERO_COUNTS = FLOW_COUNTS.pack(0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +66,6 @@ class Counts:
     def add(self, events: int, segments: int) -> None:
         self.events += events
         self.segments += segments
-
-
-def is_meta(raw_key: bytes) -> bool:
-    return bool(raw_key[FLOW_KEY.offsets["flags"]] & FLOW_META)
 
 
 def decode_flow(raw_key: bytes) -> Flow:

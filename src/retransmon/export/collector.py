@@ -63,6 +63,11 @@ class RetransmonCollector(Collector):
             "retransmon_events_lost",
             "Per-event records dropped because the ring buffer was full (trace and top only).",
         )
+        unaccounted_events = CounterMetricFamily(
+            "retransmon_unaccounted_events",
+            "Retransmit events with no room in the flow table, not even in its reserve for folds: "
+            "tcp_retransmissions_total misses them.",
+        )
         unaccounted = CounterMetricFamily(
             "retransmon_unaccounted_segments",
             "Retransmitted segments with no room in the flow table, not even in its reserve for folds.",
@@ -99,6 +104,7 @@ class RetransmonCollector(Collector):
             attached,
             misses,
             lost,
+            unaccounted_events,
             unaccounted,
             unclassified,
             untracked,
@@ -132,6 +138,7 @@ class RetransmonCollector(Collector):
         for program, n in sorted(snap.recursion_misses.items()):
             misses.add_metric([program], n)
         lost.add_metric([], snap.events_lost)
+        unaccounted_events.add_metric([], snap.unaccounted_events)
         unaccounted.add_metric([], snap.unaccounted_segments)
         unclassified.add_metric([], snap.unclassified_segments)
         untracked.add_metric([], snap.untracked_sockets)

@@ -1,4 +1,4 @@
-"""Python mirror of ``struct retrans_event`` (one ring buffer record) and its decoding.
+"""Ring buffer records (``struct retrans_event``, mirrored in :mod:`retransmon.kernel.structs`) decoded.
 
 A record's time is ``bpf_ktime_get_boot_ns()``: nanoseconds since boot on
 ``CLOCK_BOOTTIME``, which keeps counting through suspend. :class:`BootClock`
@@ -20,37 +20,7 @@ from dataclasses import dataclass
 from retransmon.attribution.addresses import decode_address
 from retransmon.attribution.flows import KIND_NAMES, cause_name
 from retransmon.attribution.tcpstates import state_name
-from retransmon.kernel.layout import Field, Layout
-
-EVENT_RECONCILED = 0x1  # segments whose own event was skipped, found at the next event or close
-
-RETRANS_EVENT = Layout(
-    "retrans_event",
-    [
-        Field("ts_ns", "Q"),
-        Field("cgroup", "Q"),
-        Field("netns", "I"),
-        Field("pid", "I"),
-        Field("segments", "I"),
-        Field("family", "H"),
-        Field("state", "B"),
-        Field("kind", "B"),
-        Field("lport", "H"),
-        Field("rport", "H"),
-        Field("flags", "B"),
-        Field("cause", "B"),
-        Field("backoff", "B"),
-        Field("pad", "B"),
-        Field("srtt_us", "I"),
-        Field("rto_ms", "I"),
-        Field("comm", "16s"),
-        Field("laddr", "16s"),
-        Field("raddr", "16s"),
-    ],
-)
-
-# The one-entry `settings` array: events_wanted is set while a reader is attached.
-RUNTIME_SETTINGS = Layout("runtime_settings", [Field("events_wanted", "I"), Field("pad", "I")])
+from retransmon.kernel.structs import EVENT_RECONCILED, RETRANS_EVENT
 
 _OFF = RETRANS_EVENT.offsets
 # The per-record fields (ts_ns, segments, flags, cause, backoff, srtt_us, rto_ms) in one unpack.
@@ -148,17 +118,8 @@ class EventDecoder:
                 self._flows.clear()
             self._flows[key] = flow
         boot_ns, segments, flags, cause, backoff, srtt_us, rto_ms = PER_RECORD.unpack_from(raw)
-        return Event(
-            boot_ns,
-            segments,
-            bool(flags & EVENT_RECONCILED),
-            flow,
-            key,
-            cause_name(cause),
-            srtt_us,
-            rto_ms,
-            backoff,
-        )
+        reconciled = bool(flags & EVENT_RECONCILED)
+        return Event(boot_ns, segments, reconciled, flow, key, cause_name(cause), srtt_us, rto_ms, backoff)
 
 
 def encode_event(  # the inverse of decoding, for tests and benchmarks

@@ -20,8 +20,8 @@ from typing import TextIO
 from retransmon import defaults
 from retransmon.attribution.cgroups import UNKNOWN, CgroupResolver
 from retransmon.attribution.flows import CAUSE_NAMES, cause_name
+from retransmon.kernel.structs import EVENT_RECONCILED
 from retransmon.live.events import (
-    EVENT_RECONCILED,
     PER_RECORD,
     BootClock,
     DecodeError,

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from retransmon.kernel.structs import RETRANS_EVENT
 from retransmon.live.events import (
-    RETRANS_EVENT,
     BootClock,
     DecodeError,
     EventDecoder,
