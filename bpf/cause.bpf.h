@@ -60,32 +60,6 @@ static __always_inline __u8 retransmit_cause_probed(const struct sk_buff *skb)
 	return BPF_CORE_READ(cb, tcp_flags) & TCPHDR_SYN ? RM_CAUSE_SYN : RM_CAUSE_FAST;
 }
 
-/*
- * A run the kernel skipped is caught up by the socket's next retransmit. Its
- * segments are of that retransmit's cause when the socket's last accounted
- * retransmit had the same cause in the same episode: no recovery or loss
- * episode began in between (high_seq is set at each entry) and no RTO fired
- * (total_rto counts every one). Only the queue repeats a cause within an
- * episode (each timeout raises total_rto; a loss probe needs the Open state,
- * which ends the episode). Kernels before 6.7 have no total_rto: no match.
- */
-static __always_inline bool same_episode(const struct sock_state *st, const struct tcp_sock *tp, __u8 cause)
-{
-	if (!tp || !bpf_core_field_exists(tp->total_rto))
-		return false;
-	return st->last_cause == cause && st->last_high_seq == tp->high_seq &&
-	       st->last_total_rto == tp->total_rto;
-}
-
-static __always_inline void remember_episode(struct sock_state *st, const struct tcp_sock *tp, __u8 cause)
-{
-	st->last_cause = cause;
-	if (tp && bpf_core_field_exists(tp->total_rto)) {
-		st->last_high_seq = tp->high_seq;
-		st->last_total_rto = tp->total_rto;
-	}
-}
-
 /* Segments whose cause cannot be known (a skipped run's, caught up or found at close): `timeout`. */
 static __always_inline void account_unclassified(struct flow_key *key, __u32 segments)
 {

@@ -62,9 +62,7 @@ static __always_inline void handle_retransmit(struct sock *sk, const struct sk_b
 	key.cause = retransmit_cause(tp, skb, err);
 	emit_event(&key, segments, 0, st, tp);
 	/* This skb's own segments are of its cause; more is a skipped run's, caught up here. */
-	own = err || segments <= counted_now || (st && same_episode(st, tp, key.cause)) ? segments : counted_now;
-	if (st)
-		remember_episode(st, tp, key.cause);
+	own = err || segments <= counted_now ? segments : counted_now;
 	account(&key, 1, own);
 	if (segments > own)
 		account_unclassified(&key, segments - own);

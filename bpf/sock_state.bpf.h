@@ -17,9 +17,7 @@ struct sock_state {
 	__u32 owner_pid;
 	__u16 lport; /* local port, kept for the close: the kernel unbinds it first */
 	__u8 last_state; /* the state before TCP_CLOSE, should the close run be skipped */
-	__u8 last_cause; /* the cause of the last accounted retransmit, and its episode: */
-	__u32 last_high_seq;  /* tp->high_seq, set at each entry to Recovery or Loss */
-	__u32 last_total_rto; /* tp->total_rto, raised by every RTO (6.7+) */
+	__u8 pad;
 	char owner_comm[RM_COMM_LEN];
 };
 #define SOCK_STATE_BASELINE 0x1 /* retrans_seen is valid */

@@ -167,9 +167,8 @@ def test_dropped_handshakes_make_syn_retransmits(agent: AgentProcess, ipv6: bool
 def test_storm_without_offloads_keeps_every_segment_and_bounds_the_unknown(agent: AgentProcess) -> None:
     """Hundreds of thousands of retransmits, with runs the kernel skips (nested on a CPU).
 
-    The sum stays exact. A skipped run's segments keep their cause when the socket's next
-    retransmit is of the same cause in the same episode; the rest are `timeout` and counted in
-    retransmon_unclassified_segments_total, which bounds how far each cause can be off.
+    The sum stays exact. A skipped run's segments, caught up later, are `timeout` and counted
+    in retransmon_unclassified_segments_total, which bounds how far each cause can be off.
     """
     with TestBed(loss_percent=10, offloads=False) as tb:
         misses_before = total(
@@ -188,6 +187,6 @@ def test_storm_without_offloads_keeps_every_segment_and_bounds_the_unknown(agent
             assert grown - unknown <= client.ours[cause] <= grown, f"{cause}: {client.row()}"
         rest = client.retrans_segs - sum(client.kernel.values())
         assert rest <= client.ours["timeout"] + client.ours["tail_loss_probe"] <= rest + unknown
-        # Unknown segments are a small share (0.06% in the runs here).
+        # Unknown segments are a small share (about 0.1% in the runs here).
         assert unknown * 100 < client.retrans_segs
         server.assert_exact()
