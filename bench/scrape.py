@@ -20,7 +20,7 @@ from typing import Any
 from bench.stats import median, spread
 from retransmon.attribution.labels import parse_labels, sent_labels
 from retransmon.export.exposition import AgentExposition
-from retransmon.export.harvester import Snapshot
+from retransmon.export.harvester import Losses, Snapshot
 from retransmon.export.series import SeriesTable
 from retransmon.export.server import MetricsServer
 
@@ -45,10 +45,7 @@ def _source(retrans: SeriesTable, sent: SeriesTable) -> Snapshot:
     return Snapshot(
         retransmits=retrans.samples(),
         sent=sent.samples(),
-        events_lost=0,
-        unaccounted_events=0,
-        unaccounted_segments=0,
-        untracked_sockets=0,
+        losses=Losses(events_lost=0, unaccounted_events=0, unaccounted_segments=0, untracked_sockets=0),
         series_folded=0,
         flow_entries=len(retrans),
         flow_capacity=16384,

@@ -125,9 +125,9 @@ class RetransmonCollector(Collector):
             attached.add_metric([program], 1 if is_attached else 0)
         for program, n in sorted(snap.recursion_misses.items()):
             misses.add_metric([program], n)
-        lost.add_metric([], snap.events_lost)
-        unaccounted.add_metric([], snap.unaccounted_segments)
-        untracked.add_metric([], snap.untracked_sockets)
+        lost.add_metric([], snap.losses.events_lost)
+        unaccounted.add_metric([], snap.losses.unaccounted_segments)
+        untracked.add_metric([], snap.losses.untracked_sockets)
         entries.add_metric([], snap.flow_entries)
         capacity.add_metric([], snap.flow_capacity)
         overflow.add_metric([], snap.series_folded)

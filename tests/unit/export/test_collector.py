@@ -34,7 +34,7 @@ from retransmon.attribution.labels import DEFAULT_LABELS, Projector, parse_label
 from retransmon.attribution.listening import ListeningPorts
 from retransmon.export import harvester as harvester_mod
 from retransmon.export.collector import RetransmonCollector
-from retransmon.export.harvester import LOSS_COUNTS, Harvester, Snapshot
+from retransmon.export.harvester import LOSS_COUNTS, Harvester, Losses, Snapshot
 from retransmon.export.series import Sample, SeriesTable
 from retransmon.kernel.skeleton import FlowTables
 
@@ -51,10 +51,7 @@ def _snapshot(**changes: Any) -> Snapshot:
     snap = Snapshot(
         retransmits=[Sample(R1, 3, 45), Sample(R2, 2, 2), Sample(R3, 1, 7)],
         sent=[Sample(S1, 0, 1000)],
-        events_lost=5,
-        unaccounted_events=2,
-        unaccounted_segments=9,
-        untracked_sockets=6,
+        losses=Losses(events_lost=5, unaccounted_events=2, unaccounted_segments=9, untracked_sockets=6),
         series_folded=11,
         flow_entries=42,
         flow_capacity=16384,
@@ -303,7 +300,7 @@ def test_two_collectors_conflict_on_names() -> None:
 
 
 def test_each_scrape_reads_a_fresh_snapshot() -> None:
-    snaps = [_snapshot(events_lost=1), _snapshot(events_lost=2)]
+    snaps = [_snapshot(losses=Losses(events_lost=1)), _snapshot(losses=Losses(events_lost=2))]
     registry = CollectorRegistry()
     registry.register(RetransmonCollector(lambda: snaps.pop(0), LABELS))
     assert registry.get_sample_value("retransmon_events_lost_total") == 1

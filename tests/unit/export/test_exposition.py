@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from retransmon.attribution.labels import DEFAULT_LABELS, parse_labels, sent_labels
 from retransmon.export.collector import RetransmonCollector
 from retransmon.export.exposition import AgentExposition, RegistryExposition
-from retransmon.export.harvester import Snapshot
+from retransmon.export.harvester import Losses, Snapshot
 from retransmon.export.series import Sample
 
 OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"
@@ -29,10 +29,7 @@ def _snapshot(retransmits: list[Sample], sent: list[Sample]) -> Snapshot:
     return Snapshot(
         retransmits=retransmits,
         sent=sent,
-        events_lost=1,
-        unaccounted_events=0,
-        unaccounted_segments=2,
-        untracked_sockets=3,
+        losses=Losses(events_lost=1, unaccounted_events=0, unaccounted_segments=2, untracked_sockets=3),
         series_folded=4,
         flow_entries=5,
         flow_capacity=16384,
