@@ -34,6 +34,7 @@ from retransmon.attribution.labels import DEFAULT_LABELS, Projector, parse_label
 from retransmon.attribution.listening import ListeningPorts
 from retransmon.export import harvester as harvester_mod
 from retransmon.export.collector import RetransmonCollector
+from retransmon.export.families import HEALTH, SERIES
 from retransmon.export.harvester import LOSS_COUNTS, Harvester, Losses, Snapshot
 from retransmon.export.series import Sample, SeriesTable
 from retransmon.kernel.skeleton import FlowTables
@@ -449,3 +450,14 @@ def test_harvest_sent_series_fold_past_the_cap(monkeypatch: pytest.MonkeyPatch) 
     samples = h.sent.samples()
     assert sum(s.segments for s in samples) == 30
     assert all(len(s.labels) == len(sent_labels(labels)) for s in samples)
+
+
+def test_every_family_of_the_table_is_collected_as_declared() -> None:
+    fams = {m.name: m for m in _registry(_snapshot()).collect()}
+    for series in SERIES:
+        assert (fams[series.name].type, fams[series.name].documentation) == ("counter", series.help)
+    for health in HEALTH:
+        metric = fams[health.name]
+        assert (metric.type, metric.documentation) == (health.kind, health.help)
+        assert metric.samples, health.name
+        assert all(set(s.labels) == set(health.labels) for s in metric.samples), health.name

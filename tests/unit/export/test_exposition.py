@@ -122,7 +122,7 @@ def test_series_that_disappear_are_forgotten() -> None:
     current[0] = later
     text = exposition.render("")[0].decode()
     assert "2001:db8::1" not in text
-    assert len(exposition._writer._retrans._rendered) == 1  # the cache itself
+    assert len(exposition._writer._caches[False]._rendered) == 1  # the cache itself
 
 
 def test_registry_exposition_negotiates_like_prometheus_client() -> None:
