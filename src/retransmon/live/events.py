@@ -1,25 +1,10 @@
-"""Python mirror of ``struct retrans_event`` (one ring buffer record) and its decoding.
+"""Python mirrors of ``struct retrans_event`` (one ring buffer record) and ``struct runtime_settings``.
 
-A record's time is ``bpf_ktime_get_boot_ns()``: nanoseconds since boot on
-``CLOCK_BOOTTIME``, which keeps counting through suspend. :class:`BootClock`
-turns it into wall-clock time with the offset between ``CLOCK_REALTIME`` and
-``CLOCK_BOOTTIME``, read once at start (and again with :meth:`BootClock.resync`).
-
-Decoding is on the hot path of ``trace`` (tens of thousands of records a
-second), so the part of a record that is the same for every retransmit of a
-flow (addresses, ports, owner, state) is decoded once and cached by its bytes.
+Records are decoded by :mod:`retransmon.live.decode`; their time by :mod:`retransmon.live.clock`.
 """
 
 from __future__ import annotations
 
-import struct
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from retransmon.attribution.addresses import decode_address
-from retransmon.attribution.flows import KIND_NAMES
-from retransmon.attribution.tcpstates import state_name
 from retransmon.kernel.layout import Field, Layout
 
 EVENT_RECONCILED = 0x1  # segments whose own event was skipped, found at the next event or close
@@ -48,98 +33,6 @@ RETRANS_EVENT = Layout(
 # The one-entry `settings` array: events_wanted is set while a reader is attached.
 RUNTIME_SETTINGS = Layout("runtime_settings", [Field("events_wanted", "I"), Field("pad", "I")])
 
-_OFF = RETRANS_EVENT.offsets
-# The per-record fields (ts_ns, segments, flags) in one unpack, skipping the rest.
-PER_RECORD = struct.Struct(f"=Q{_OFF['segments'] - 8}xI{_OFF['flags'] - _OFF['segments'] - 4}xB")
-# Everything else (the flow and its owner) is the same for every record of one flow: the cache key.
-_K1, _K2, _K3, _K4, _K5 = _OFF["cgroup"], _OFF["segments"], _OFF["family"], _OFF["flags"], _OFF["comm"]
-_CACHE_LIMIT = 65536
-
-
-class DecodeError(ValueError):
-    """A record that is not a retrans_event (wrong size, unknown address family)."""
-
-
-@dataclass(frozen=True, slots=True)
-class EventFlow:
-    """What a record says about its flow and owner: the same for all its retransmits."""
-
-    netns: int
-    cgroup: int  # cgroup v2 id, 0 when unknown
-    pid: int | None  # owner process, None when it could not be known
-    comm: str | None
-    ip_version: int
-    src_ip: str  # the local end: a retransmitted segment is always sent by this host
-    src_port: int
-    dst_ip: str
-    dst_port: int
-    state: str
-    kind: str
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One ring buffer record. ``key`` identifies the flow part, for callers' caches."""
-
-    boot_ns: int
-    segments: int
-    reconciled: bool
-    flow: EventFlow
-    key: bytes
-
-
-def decode_flow_part(raw: bytes) -> EventFlow:
-    """The flow and owner fields of a record (no cache)."""
-    if len(raw) < RETRANS_EVENT.size:
-        raise DecodeError(f"ring buffer record of {len(raw)} bytes, expected {RETRANS_EVENT.size}")
-    (_ts, cgroup, netns, pid, _segs, family, state, kind, lport, rport, _flags, _pad, comm, laddr, raddr) = (
-        RETRANS_EVENT.unpack(raw)
-    )
-    try:
-        version, src = decode_address(family, laddr)
-        _, dst = decode_address(family, raddr)
-    except ValueError as exc:
-        raise DecodeError(str(exc)) from None
-    name = comm.split(b"\0", 1)[0].decode("utf-8", errors="replace")
-    return EventFlow(
-        netns=int(netns),
-        cgroup=int(cgroup),
-        pid=int(pid) or None,
-        comm=name or None,
-        ip_version=version,
-        src_ip=src,
-        src_port=int(lport),
-        dst_ip=dst,
-        dst_port=int(rport),
-        state=state_name(state),
-        kind=KIND_NAMES.get(kind, f"kind_{kind}"),
-    )
-
-
-def flow_key_of(raw: bytes) -> bytes:
-    """The bytes of a record that identify its flow and owner (all but ts_ns, segments, flags)."""
-    return raw[_K1:_K2] + raw[_K3:_K4] + raw[_K5:]
-
-
-class EventDecoder:
-    """Decodes records, caching the flow part by its bytes (bounded)."""
-
-    def __init__(self) -> None:
-        self._flows: dict[bytes, EventFlow] = {}
-
-    def decode(self, raw: bytes) -> Event:
-        if len(raw) < RETRANS_EVENT.size:
-            raise DecodeError(f"ring buffer record of {len(raw)} bytes, expected {RETRANS_EVENT.size}")
-        key = flow_key_of(raw)
-        flow = self._flows.get(key)
-        if flow is None:
-            flow = decode_flow_part(raw)
-            if len(self._flows) >= _CACHE_LIMIT:
-                self._flows.clear()
-            self._flows[key] = flow
-        boot_ns, segments, flags = PER_RECORD.unpack_from(raw)
-        return Event(boot_ns, segments, bool(flags & EVENT_RECONCILED), flow, key)
-
 
 def encode_event(  # the inverse of decoding, for tests and benchmarks
     *,
@@ -160,66 +53,3 @@ def encode_event(  # the inverse of decoding, for tests and benchmarks
 ) -> bytes:
     fields = (boot_ns, cgroup, netns, pid, segments, family, state, kind, lport, rport, flags)
     return RETRANS_EVENT.pack(*fields, b"", comm, laddr, raddr)
-
-
-# -- time ---------------------------------------------------------------------
-
-ClockNs = Callable[[], int]
-
-
-def _realtime_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_REALTIME)
-
-
-def _boottime_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-
-
-class BootClock:
-    """Converts CLOCK_BOOTTIME nanoseconds (bpf_ktime_get_boot_ns) to wall-clock nanoseconds.
-
-    The offset is taken between two reads of the real-time clock around one of
-    the boot clock, keeping the tightest of a few tries, so it is off by at most
-    half the time one clock read takes. Call :meth:`resync` now and then to follow
-    steps of the wall clock (NTP, an administrator).
-    """
-
-    def __init__(self, realtime_ns: ClockNs = _realtime_ns, boottime_ns: ClockNs = _boottime_ns) -> None:
-        self._realtime = realtime_ns
-        self._boottime = boottime_ns
-        self.offset_ns = 0
-        self.resync()
-
-    def resync(self, tries: int = 5) -> None:
-        best: tuple[int, int] | None = None  # (window, offset)
-        for _ in range(tries):
-            before = self._realtime()
-            boot = self._boottime()
-            after = self._realtime()
-            window = after - before
-            offset = before + window // 2 - boot
-            if best is None or window < best[0]:
-                best = (window, offset)
-        assert best is not None
-        self.offset_ns = best[1]
-
-    def wall_ns(self, boot_ns: int) -> int:
-        return boot_ns + self.offset_ns
-
-
-class Rfc3339:
-    """RFC 3339 UTC text with microseconds, e.g. ``2026-12-02T03:50:51.123456Z``.
-
-    The date-and-seconds part is cached: consecutive records share it.
-    """
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
-
-    def format(self, wall_ns: int) -> str:
-        second, rest = divmod(wall_ns, 1_000_000_000)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{rest // 1000:06d}Z"
