@@ -101,6 +101,27 @@ def decode_event(raw: bytes) -> Event:
     return Event(boot_ns, segments, bool(flags & EVENT_RECONCILED), flow)
 
 
+def encode_event(  # the inverse of decoding, for tests and benchmarks
+    *,
+    boot_ns: int = 0,
+    cgroup: int = 0,
+    netns: int = 0,
+    pid: int = 0,
+    segments: int = 1,
+    family: int = 2,
+    state: int = 1,
+    kind: int = 0,
+    lport: int = 0,
+    rport: int = 0,
+    flags: int = 0,
+    comm: bytes = b"",
+    laddr: bytes = bytes(16),
+    raddr: bytes = bytes(16),
+) -> bytes:
+    fields = (boot_ns, cgroup, netns, pid, segments, family, state, kind, lport, rport, flags)
+    return RETRANS_EVENT.pack(*fields, b"", comm, laddr, raddr)
+
+
 def _keep_all(_flow: EventFlow) -> bool:
     return True
 

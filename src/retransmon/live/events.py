@@ -1,6 +1,7 @@
 """Python mirrors of ``struct retrans_event`` (one ring buffer record) and ``struct runtime_settings``.
 
-Records are decoded by :mod:`retransmon.live.decode`; their time by :mod:`retransmon.live.clock`.
+Records are decoded (and encoded, for tests) by :mod:`retransmon.live.decode`; their time by
+:mod:`retransmon.live.clock`.
 """
 
 from __future__ import annotations
@@ -32,24 +33,3 @@ RETRANS_EVENT = Layout(
 
 # The one-entry `settings` array: events_wanted is set while a reader is attached.
 RUNTIME_SETTINGS = Layout("runtime_settings", [Field("events_wanted", "I"), Field("pad", "I")])
-
-
-def encode_event(  # the inverse of decoding, for tests and benchmarks
-    *,
-    boot_ns: int = 0,
-    cgroup: int = 0,
-    netns: int = 0,
-    pid: int = 0,
-    segments: int = 1,
-    family: int = 2,
-    state: int = 1,
-    kind: int = 0,
-    lport: int = 0,
-    rport: int = 0,
-    flags: int = 0,
-    comm: bytes = b"",
-    laddr: bytes = bytes(16),
-    raddr: bytes = bytes(16),
-) -> bytes:
-    fields = (boot_ns, cgroup, netns, pid, segments, family, state, kind, lport, rport, flags)
-    return RETRANS_EVENT.pack(*fields, b"", comm, laddr, raddr)

@@ -10,8 +10,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from retransmon.live.decode import DecodeError, Decoder, EventFlow, decode_event, decode_flow_part
-from retransmon.live.events import RETRANS_EVENT, encode_event
+from retransmon.live.decode import (
+    DecodeError,
+    Decoder,
+    EventFlow,
+    decode_event,
+    decode_flow_part,
+    encode_event,
+)
+from retransmon.live.events import RETRANS_EVENT
 
 
 def u(n: int, size: int) -> bytes:

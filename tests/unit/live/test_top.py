@@ -146,7 +146,7 @@ def test_plain_block() -> None:
 def test_collector_filters_skips_undecodable_and_yields() -> None:
     import ipaddress
 
-    from retransmon.live.events import encode_event
+    from retransmon.live.decode import encode_event
     from retransmon.live.filter import EventFilter
     from retransmon.live.top import YIELD_EVERY, _Collector, _Yield
 

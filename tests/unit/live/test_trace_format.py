@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from retransmon.live.clock import BootClock
-from retransmon.live.decode import Event, EventFlow, decode_event
-from retransmon.live.events import encode_event
+from retransmon.live.decode import Event, EventFlow, decode_event, encode_event
 from retransmon.live.filter import EventFilter, parse_host, parse_netns, parse_port
 from retransmon.live.trace import (
     TEXT_HEADER,
