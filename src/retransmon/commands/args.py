@@ -116,6 +116,16 @@ def add_drop_capabilities_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_live_options(p: argparse.ArgumentParser) -> None:
+    """What trace and top share: filters, ring buffer size, capabilities, hooks, quiet logging."""
+    from retransmon.live.filter import add_filter_options
+
+    add_filter_options(p)
+    add_ring_buffer_option(p)
+    add_drop_capabilities_option(p)
+    add_common(p, log_level="warning")
+
+
 def stop_on_signals() -> threading.Event:
     """SIGINT/SIGTERM set the returned event (Ctrl-C ends trace and top normally)."""
     stop = threading.Event()

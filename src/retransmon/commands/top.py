@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from retransmon.commands import args as common
-from retransmon.live.filter import add_filter_options
 from retransmon.live.topmodel import SORT_KEYS
 
 
@@ -33,10 +32,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="SECONDS",
         help="stop after this many seconds (default: until q or Ctrl-C)",
     )
-    add_filter_options(top)
-    common.add_ring_buffer_option(top)
-    common.add_drop_capabilities_option(top)
-    common.add_common(top, log_level="warning")
+    common.add_live_options(top)
     top.set_defaults(func=run)
 
 

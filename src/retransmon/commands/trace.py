@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from retransmon.commands import args as common
-from retransmon.live.filter import add_filter_options
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,10 +22,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="SECONDS",
         help="stop after this many seconds (default: until Ctrl-C)",
     )
-    add_filter_options(trace)
-    common.add_ring_buffer_option(trace)
-    common.add_drop_capabilities_option(trace)
-    common.add_common(trace, log_level="warning")
+    common.add_live_options(trace)
     trace.set_defaults(func=run)
 
 
