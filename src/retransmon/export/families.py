@@ -14,6 +14,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Literal
 
 from retransmon import __version__
@@ -31,7 +32,7 @@ class SeriesFamily:
 
     name: str
     help: str
-    value: Callable[[Sample], int]
+    value: Callable[[Sample], int]  # the sample's count this family exports
     sent: bool = False  # from the sent table, with only the labels that make sense for sent segments
 
     def label_names(self, labels: tuple[str, ...]) -> tuple[str, ...]:
@@ -73,17 +74,17 @@ SERIES: tuple[SeriesFamily, ...] = (
         "tcp_retransmitted_segments",
         "TCP segments retransmitted by this host, in the unit of the kernel's RetransSegs "
         "(src is the local end, dst the remote end).",
-        lambda s: s.segments,
+        attrgetter("segments"),
     ),
     SeriesFamily(
         "tcp_retransmissions",
         "TCP retransmit events (one per retransmitted skb, which may carry several segments).",
-        lambda s: s.events,
+        attrgetter("events"),
     ),
     SeriesFamily(
         "tcp_segments_sent",
         "TCP segments sent by this host, retransmissions included: the retransmission rate's denominator.",
-        lambda s: s.segments,
+        attrgetter("segments"),
         sent=True,
     ),
 )
