@@ -27,7 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.procstat import cpu_seconds
-from tests.support import AgentProcess, NetNamespace, TestBed, run_sender, tcp_counters, total
+from retransmon.chaos.netns import NetNamespace, tcp_counters
+from retransmon.chaos.testbed import TestBed
+from retransmon.chaos.traffic import run_sender
+from tests.support import AgentProcess, total
 from tests.support.tls import bcrypt_hash, make_certificates, web_config_yaml
 
 SETPRIV = [

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from tests.support import TestBed, tcp_counters
+from retransmon.chaos.netns import tcp_counters
+from retransmon.chaos.testbed import TestBed
 
 STORM_FLOWS = 8
 STORM_LOSS = 10.0

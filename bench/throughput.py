@@ -19,7 +19,8 @@ from typing import Any
 
 from bench.stats import median, spread
 from bench.userspace_cost import trace_available
-from tests.support import AgentProcess, TestBed
+from retransmon.chaos.testbed import TestBed
+from tests.support import AgentProcess
 from tests.support.agent import retransmon_command
 
 IPERF_PORT = 5201

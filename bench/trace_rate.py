@@ -24,8 +24,9 @@ from typing import Any
 
 from bench.machine import describe
 from bench.procstat import cpu_seconds
+from retransmon.chaos.netns import settled_retranssegs
+from retransmon.chaos.testbed import TestBed
 from retransmon.kernel import libbpf
-from tests.support import TestBed, settled_retranssegs
 from tests.support.tracer import TraceProcess
 
 LOADS = ((4, 10.0), (8, 10.0), (8, 20.0), (8, 30.0), (16, 10.0), (16, 20.0))  # (flows, loss %)

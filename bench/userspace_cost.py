@@ -17,7 +17,8 @@ from typing import Any
 from bench.procstat import cpu_seconds, memory_kib
 from bench.stats import median
 from bench.storm import run_storm, storm_bed
-from tests.support import AgentProcess, TestBed
+from retransmon.chaos.testbed import TestBed
+from tests.support import AgentProcess
 from tests.support.agent import retransmon_command
 
 TARGET_CPU_PERCENT = 1.0

@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from retransmon.chaos.network import ChaosNetwork
-from retransmon.chaos.options import ChaosOptions
 from retransmon.chaos.prometheus import PrometheusServer
+from retransmon.chaos.testbed import TestBed
 from tests.support import AgentProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,11 +76,11 @@ def screenshot(browser: str, url: str, out: Path, size: str) -> None:
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
 
 
-def drive(networks: list[ChaosNetwork], seconds: float) -> None:
+def drive(networks: list[TestBed], seconds: float) -> None:
     """Rounds of short connections through every network until *seconds* have passed."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        procs = [net.start_traffic() for net in networks]
+        procs = [net.start_sender(flows=2, duration=0, connections=200) for net in networks]
         for proc in procs:
             proc.wait(timeout=300)
 
@@ -99,10 +98,7 @@ def main() -> int:
         agent = stack.enter_context(AgentProcess("--harvest-interval", "1"))
         server = stack.enter_context(PrometheusServer(f"127.0.0.1:{agent.port}", interval="1s"))
         networks = [
-            stack.enter_context(
-                ChaosNetwork(ChaosOptions(loss_percent=loss, flows=2, connections=200), veth_index=index)
-            )
-            for index, loss in PEERS
+            stack.enter_context(TestBed(loss_percent=loss, veth_index=index)) for index, loss in PEERS
         ]
         print(
             f"Prometheus on {server.url}; {args.seconds:g} s of traffic to {[n.server_ip for n in networks]}"

@@ -7,16 +7,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from retransmon.chaos.netns import NetNamespace, read_while_settled
+from retransmon.chaos.testbed import TestBed
 from retransmon.export.agent import Agent, ServeOptions, build_agent
 from retransmon.kernel import libbpf
-from tests.support import (
-    AgentProcess,
-    NetNamespace,
-    TestBed,
-    parse_metrics,
-    read_while_settled,
-    total,
-)
+from tests.support import AgentProcess, parse_metrics, total
 from tests.support.agent import Sample
 
 SEGMENTS = "tcp_retransmitted_segments_total"

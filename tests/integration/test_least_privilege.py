@@ -11,9 +11,11 @@ import time
 
 import pytest
 
+from retransmon.chaos.netns import NetNamespace, read_while_settled, tcp_counters
+from retransmon.chaos.testbed import TestBed
 from retransmon.kernel import capabilities
 from retransmon.kernel.capabilities import CAP_BPF, CAP_PERFMON, parse_status
-from tests.support import AgentProcess, NetNamespace, TestBed, read_while_settled, tcp_counters, total
+from tests.support import AgentProcess, total
 from tests.support.agent import free_port, retransmon_command
 from tests.support.tracer import TraceProcess
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from retransmon.chaos.network import ChaosNetwork
-from retransmon.chaos.options import ChaosOptions
 from retransmon.chaos.prometheus import PrometheusServer
+from retransmon.chaos.testbed import TestBed
 from tests.deploy_files import dashboard_exprs, load_dashboard, to_promql
 from tests.support import AgentProcess
 
@@ -49,17 +48,16 @@ def wait_for(server: PrometheusServer, expr: str, timeout: float = 20.0) -> list
 
 
 @pytest.fixture(scope="module")
-def lossy_run() -> Iterator[tuple[PrometheusServer, ChaosNetwork, dict[str, dict[str, int]]]]:
+def lossy_run() -> Iterator[tuple[PrometheusServer, TestBed, dict[str, dict[str, int]]]]:
     """serve + Prometheus (1 s scrapes) + ~10 s of short connections through 10% loss."""
-    options = ChaosOptions(loss_percent=LOSS, flows=4, connections=800)
     with (
         AgentProcess("--labels", "default,container_id", "--harvest-interval", "1") as agent,
         PrometheusServer(f"127.0.0.1:{agent.port}", interval="1s") as server,
-        ChaosNetwork(options, prefix="rmtest", veth_index=VETH_INDEX) as net,
+        TestBed(loss_percent=LOSS, veth_index=VETH_INDEX) as net,
     ):
         assert wait_for(server, 'up{job="retransmon"} == 1'), "Prometheus never scraped the agent"
         before = net.kernel_counters()
-        proc = net.start_traffic()
+        proc = net.start_sender(flows=4, duration=0, connections=800)
         assert proc.wait(timeout=120) == 0
         after = net.kernel_counters()
         kernel = {r: {k: v - before[r].get(k, 0) for k, v in c.items()} for r, c in after.items()}
@@ -68,7 +66,7 @@ def lossy_run() -> Iterator[tuple[PrometheusServer, ChaosNetwork, dict[str, dict
 
 
 def test_readme_rate_query_reports_the_lossy_peer(
-    lossy_run: tuple[PrometheusServer, ChaosNetwork, dict[str, dict[str, int]]],
+    lossy_run: tuple[PrometheusServer, TestBed, dict[str, dict[str, int]]],
 ) -> None:
     server, net, kernel = lossy_run
     assert README_RATE_QUERY in README.read_text()
@@ -88,7 +86,7 @@ def test_readme_rate_query_reports_the_lossy_peer(
 
 
 def test_every_dashboard_expression_runs(
-    lossy_run: tuple[PrometheusServer, ChaosNetwork, dict[str, dict[str, int]]],
+    lossy_run: tuple[PrometheusServer, TestBed, dict[str, dict[str, int]]],
 ) -> None:
     server, _, _ = lossy_run
     empty: list[str] = []
@@ -110,7 +108,7 @@ def test_every_dashboard_expression_runs(
 
 
 def test_alert_rules_load_and_evaluate(
-    lossy_run: tuple[PrometheusServer, ChaosNetwork, dict[str, dict[str, int]]],
+    lossy_run: tuple[PrometheusServer, TestBed, dict[str, dict[str, int]]],
 ) -> None:
     server, _, _ = lossy_run
     data = server.api("rules")

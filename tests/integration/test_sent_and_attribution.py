@@ -18,8 +18,10 @@ import time
 import uuid
 from collections.abc import Sequence
 
+from retransmon.chaos.netns import NetNamespace, tcp_counters
+from retransmon.chaos.testbed import TestBed
 from retransmon.chaos.traffic import module_env, sender_argv
-from tests.support import AgentProcess, NetNamespace, TestBed, TestCgroup, tcp_counters, total
+from tests.support import AgentProcess, TestCgroup, total
 from tests.support.agent import Sample
 
 SENT = "tcp_segments_sent_total"

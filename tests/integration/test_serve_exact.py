@@ -8,17 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import (
-    AgentProcess,
-    Impairment,
-    NetNamespace,
-    TestBed,
-    read_while_settled,
-    run_holder,
-    run_sender,
-    tcp_ext_counters,
-    total,
-)
+from retransmon.chaos.loss import Impairment
+from retransmon.chaos.netns import NetNamespace, read_while_settled, tcp_ext_counters
+from retransmon.chaos.testbed import TestBed
+from retransmon.chaos.traffic import run_holder, run_sender
+from tests.support import AgentProcess, total
 from tests.support.agent import Sample
 
 SEGMENTS = "tcp_retransmitted_segments_total"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import AgentProcess, TestBed, total
+from retransmon.chaos.testbed import TestBed
+from tests.support import AgentProcess, total
 from tests.support.agent import free_port, http_get, retransmon_command
 from tests.support.tls import Certificates, bcrypt_hash, make_certificates, web_config_yaml
 

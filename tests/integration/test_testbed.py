@@ -8,22 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from retransmon.chaos.loss import TCP_FLAG_FILTERS
-from tests.support import (
-    CommandError,
-    Impairment,
-    ImpairmentUnavailable,
-    NetNamespace,
-    TestBed,
-    VethPair,
-    build_ruleset,
-    list_netns,
-    netem_available,
-    run_holder,
-    start_sink,
-    tcp_counters,
-    tcp_ext_counters,
-)
+from retransmon.chaos.errors import CommandError, ImpairmentUnavailable
+from retransmon.chaos.loss import TCP_FLAG_FILTERS, Impairment, build_ruleset, netem_available
+from retransmon.chaos.netns import NetNamespace, list_netns, tcp_counters, tcp_ext_counters
+from retransmon.chaos.testbed import TestBed
+from retransmon.chaos.traffic import run_holder, start_sink
+from retransmon.chaos.veth import VethPair
 
 pytestmark = pytest.mark.root
 

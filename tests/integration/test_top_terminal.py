@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import TestBed
+from retransmon.chaos.testbed import TestBed
 from tests.support.agent import retransmon_command
 
 

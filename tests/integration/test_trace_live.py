@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import NetNamespace, TestBed, settled_retranssegs, tcp_counters
+from retransmon.chaos.netns import NetNamespace, settled_retranssegs, tcp_counters
+from retransmon.chaos.testbed import TestBed
 from tests.support.agent import retransmon_command
 from tests.support.tracer import TraceProcess
 

@@ -21,7 +21,7 @@ from types import TracebackType
 from prometheus_client.parser import text_string_to_metric_families
 
 from retransmon.chaos.errors import TestbedError
-from retransmon.chaos.shell import signal_and_wait
+from retransmon.chaos.process import signal_and_wait
 
 
 def free_port(host: str = "127.0.0.1") -> int:

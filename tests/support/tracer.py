@@ -10,7 +10,7 @@ import time
 from types import TracebackType
 
 from retransmon.chaos.errors import TestbedError
-from retransmon.chaos.shell import signal_and_wait
+from retransmon.chaos.process import signal_and_wait
 from tests.support.agent import retransmon_command
 
 READY = "Tracing TCP retransmits"

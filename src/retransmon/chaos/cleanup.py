@@ -17,13 +17,13 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from retransmon.chaos import shell
-from retransmon.chaos.netns import list_netns
-from retransmon.chaos.options import PREFIX, PROBE_PREFIX
+from retransmon.chaos import traffic
+from retransmon.chaos.loss import PROBE_PREFIX
+from retransmon.chaos.netns import delete_netns, list_netns, netns_pids
+from retransmon.chaos.options import PREFIX
 
 # rmchaos-<role>-<pid>-<n>, and the scratch namespace that probes for netem (rmprobe-<pid>-<n>).
 _NAME = re.compile(rf"^(?:{PREFIX}-[a-z]+|{PROBE_PREFIX})-(\d+)-\d+$")
-TRAFFIC_MODULE = "retransmon.chaos.traffic"
 
 
 @dataclass
@@ -80,11 +80,10 @@ def cleanup() -> Cleaned:
         if pid != os.getpid() and _alive(pid) and ("chaos" in _cmdline(pid) or name.startswith(PROBE_PREFIX)):
             result.kept.append(name)
             continue
-        out = shell.run(["ip", "netns", "pids", name], check=False).stdout
         # Only the sink and sender a chaos run started there, by PID.
-        ours = [int(p) for p in out.split() if p.isdigit() and TRAFFIC_MODULE in _cmdline(int(p))]
+        ours = [pid for pid in netns_pids(name) if traffic.MODULE in _cmdline(pid)]
         _end(ours)
         result.processes += ours
-        shell.run(["ip", "netns", "del", name], check=False)
+        delete_netns(name)
         result.namespaces.append(name)
     return result

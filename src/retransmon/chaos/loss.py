@@ -29,6 +29,7 @@ from retransmon.chaos.netns import NetNamespace
 DIRECTIONS = {"ingress": "input", "egress": "output"}
 METHODS = ("auto", "netem", "nftables")
 COUNTER_NAME = "drops"
+PROBE_PREFIX = "rmprobe"  # netem_available's scratch namespace: rmprobe-<pid>-<n> (chaos --cleanup)
 _RANDOM_MOD = 10000  # loss resolution: 0.01 %
 
 _PURE_ACK = "tcp flags & (fin|syn|rst|psh|ack) == ack"
@@ -153,7 +154,7 @@ def netem_args(
 @functools.cache
 def netem_available() -> bool:
     """Whether the netem qdisc can be created (probed once, on `lo` of a scratch namespace)."""
-    with NetNamespace("rmprobe") as ns:
+    with NetNamespace(PROBE_PREFIX) as ns:
         return (
             ns.run(["tc", "qdisc", "add", "dev", "lo", "root", "netem", "loss", "1%"], check=False).returncode
             == 0

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from retransmon.chaos import shell
 from retransmon.chaos.errors import TestbedError
+from retransmon.chaos.process import run_command, signal_and_wait
+
+TEST_PREFIX = "rmtest"  # tests' namespaces: rmtest-...-<pid>-<n>
 
 _counter = itertools.count()
 _counter_lock = threading.Lock()
@@ -25,15 +27,19 @@ def _next_id() -> int:
 
 
 class NetNamespace:
-    """A named network namespace (`ip netns add`) with `lo` up; removed by close()."""
+    """A named network namespace (`ip netns add`) with `lo` up; removed by close().
 
-    def __init__(self, prefix: str = "rmtest") -> None:
+    Named <prefix>-<pid>-<n>: the PID of the process that made it comes second to last, so
+    `chaos --cleanup` can tell a dead run's namespaces from a live one's.
+    """
+
+    def __init__(self, prefix: str = TEST_PREFIX) -> None:
         self._name = f"{prefix}-{os.getpid()}-{_next_id()}"
         self._procs: list[subprocess.Popen[str]] = []
         self._closed = False
         try:
-            shell.run(["ip", "netns", "add", self._name])
-            shell.run(["ip", "-n", self._name, "link", "set", "lo", "up"])
+            run_command(["ip", "netns", "add", self._name])
+            run_command(["ip", "-n", self._name, "link", "set", "lo", "up"])
             self._inode = os.stat(f"/run/netns/{self._name}").st_ino
         except BaseException:
             self.close()
@@ -61,7 +67,7 @@ class NetNamespace:
         self, argv: list[str], check: bool = True, timeout: float = 60, **kw: Any
     ) -> subprocess.CompletedProcess[str]:
         """Run argv inside the namespace, wait, and return its captured (text) output."""
-        return shell.run(self._wrap(argv), check=check, timeout=timeout, **kw)
+        return run_command(self._wrap(argv), check=check, timeout=timeout, **kw)
 
     def popen(self, argv: list[str], **kw: Any) -> subprocess.Popen[str]:
         """Start argv inside the namespace; close() ends it (by PID) if it is still running."""
@@ -80,7 +86,7 @@ class NetNamespace:
                 _stop(proc)
         finally:
             self._procs.clear()
-            shell.run(["ip", "netns", "del", self._name], check=False)
+            delete_netns(self._name)
 
     def __enter__(self) -> NetNamespace:
         return self
@@ -96,7 +102,7 @@ class NetNamespace:
 
 def _stop(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
     """SIGTERM, then SIGKILL after `grace` seconds; always reap."""
-    shell.signal_and_wait(proc, signal.SIGTERM, grace)
+    signal_and_wait(proc, signal.SIGTERM, grace)
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
@@ -166,5 +172,16 @@ def tcp_ext_counters(ns: NetNamespace | None) -> dict[str, int]:
 
 def list_netns() -> list[str]:
     """Names of the named network namespaces (`ip netns list`)."""
-    out = shell.run(["ip", "netns", "list"]).stdout
+    out = run_command(["ip", "netns", "list"]).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def netns_pids(name: str) -> list[int]:
+    """PIDs of the processes inside named namespace *name* (`ip netns pids`); [] if it is gone."""
+    out = run_command(["ip", "netns", "pids", name], check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def delete_netns(name: str) -> None:
+    """Delete named namespace *name* (`ip netns del`); nothing happens if it is already gone."""
+    run_command(["ip", "netns", "del", name], check=False)

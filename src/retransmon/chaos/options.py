@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from retransmon.errors import EnvironmentProblem, UsageError
 
 PREFIX = "rmchaos"  # namespaces are rmchaos-<role>-<pid>-<n>; --cleanup looks for this prefix
-PROBE_PREFIX = "rmprobe"  # testbed.loss.netem_available's scratch namespace
-VETH_INDEX = 66  # addresses 198.18.66.1/.2 and 2001:db8:66::1/::2 (see testbed.veth)
-SINK_PORT = 5001
+VETH_INDEX = 66  # addresses 198.18.66.1/.2 and 2001:db8:66::1/::2 (see chaos.veth)
 
 
 @dataclass(frozen=True)

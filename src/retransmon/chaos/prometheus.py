@@ -1,9 +1,10 @@
 """A real Prometheus server on loopback, scraping a retransmon agent with the shipped config.
 
 Used by `retransmon chaos --prometheus`, the integration tests and the screenshot
-script. The config is deploy/prometheus/prometheus.yml with three values
-replaced (scrape target, scrape and evaluation interval); rules.yml is loaded too.
-Storage lives in a temporary directory removed by close().
+script. The config is the shipped prometheus.yml (package data in chaos/assets/, which
+deploy/prometheus/ links to) with three values replaced (scrape target, scrape and
+evaluation interval); rules.yml is loaded too. Storage lives in a temporary directory
+removed by close().
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
@@ -28,15 +30,18 @@ LOOPBACK = "127.0.0.1"
 READY_TIMEOUT = 30.0
 
 
-def deploy_dir() -> Path:
-    """deploy/ of the source tree this package runs from."""
-    path = Path(__file__).resolve().parents[3] / "deploy"
-    if not (path / "prometheus" / "prometheus.yml").is_file():
+ASSETS = "assets"  # in this package: prometheus.yml and rules.yml, also deploy/prometheus/'s
+
+
+def shipped_file(name: str) -> str:
+    """The text of prometheus.yml or rules.yml as installed with this package."""
+    try:
+        return (resources.files("retransmon.chaos") / ASSETS / name).read_text(encoding="utf-8")
+    except OSError as exc:
         raise EnvironmentProblem(
-            f"deploy/prometheus/prometheus.yml not found (looked in {path})",
-            fix="run retransmon from its source tree (make setup installs it in editable mode)",
-        )
-    return path
+            f"{name} is missing from the installed retransmon package ({exc.strerror})",
+            fix="reinstall retransmon (pip install --force-reinstall retransmon)",
+        ) from None
 
 
 def _replace_once(text: str, old: str, new: str) -> str:
@@ -80,10 +85,9 @@ class PrometheusServer:
         self._log = open(self._tmp / "prometheus.log", "w+", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self.proc: subprocess.Popen[bytes] | None = None
         try:
-            source = deploy_dir() / "prometheus"
             config = self._tmp / "prometheus.yml"
-            config.write_text(render_config((source / "prometheus.yml").read_text(), target, interval))
-            shutil.copy(source / "rules.yml", self._tmp / "rules.yml")
+            config.write_text(render_config(shipped_file("prometheus.yml"), target, interval))
+            (self._tmp / "rules.yml").write_text(shipped_file("rules.yml"))
             self.proc = subprocess.Popen(
                 [
                     binary,

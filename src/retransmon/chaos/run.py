@@ -19,9 +19,10 @@ from retransmon.chaos.measure import (
     namespace_rows,
     tally,
 )
-from retransmon.chaos.network import ChaosNetwork, require_netem
+from retransmon.chaos.network import build_testbed, notes, require_netem
 from retransmon.chaos.options import ChaosOptions
 from retransmon.chaos.signals import SignalGate
+from retransmon.chaos.testbed import TestBed
 from retransmon.export.agent import Agent, ServeOptions, build_agent
 
 REFRESH = 1.0  # seconds between progress updates (each one drains the kernel's flow table)
@@ -32,7 +33,7 @@ TRAFFIC_GRACE = 90.0  # flows end with a drain that may take a while: stopped th
 class Measurement:
     """The agent's per-flow counts for the run's namespaces, relative to a baseline."""
 
-    def __init__(self, agent: Agent, net: ChaosNetwork) -> None:
+    def __init__(self, agent: Agent, net: TestBed) -> None:
         self._agent = agent
         self._net = net
         self._roles = {ns.inode: role for role, ns in net.namespaces.items()}
@@ -84,9 +85,10 @@ def expected_seconds(opts: ChaosOptions) -> float:
     return opts.connections / opts.flows
 
 
-def drive(net: ChaosNetwork, measure: Measurement, gate: SignalGate, console: Console) -> tuple[float, bool]:
+def drive(
+    net: TestBed, opts: ChaosOptions, measure: Measurement, gate: SignalGate, console: Console
+) -> tuple[float, bool]:
     """Run the traffic with a progress display; (seconds, interrupted)."""
-    opts = net.options
     churn = opts.connections is not None
     what = f"{opts.connections} short connections" if churn else f"{opts.flows} flows for {opts.duration:g} s"
     progress = Progress(
@@ -100,7 +102,7 @@ def drive(net: ChaosNetwork, measure: Measurement, gate: SignalGate, console: Co
         disable=not console.is_terminal,
     )
     start = time.monotonic()
-    proc = net.start_traffic()
+    proc = net.start_sender(opts.flows, opts.duration, connections=opts.connections)
     with gate.soft() as stop, progress:
         task = progress.add_task(what, total=None if churn else opts.duration, stats="")
         limit = start + expected_seconds(opts) + TRAFFIC_GRACE
@@ -113,7 +115,7 @@ def drive(net: ChaosNetwork, measure: Measurement, gate: SignalGate, console: Co
             progress.update(task, completed=min(elapsed, opts.duration), stats=_stats(flows, kernel))
     seconds = time.monotonic() - start
     interrupted = proc.poll() is None
-    net.stop_traffic()
+    net.stop_sender()
     return seconds, interrupted
 
 
@@ -132,10 +134,10 @@ def run_chaos(
                 ServeOptions(labels=",".join(AGENT_LABELS), max_series=1_000_000, hooks=hooks)
             )
             stack.callback(agent.close)
-            net = stack.enter_context(ChaosNetwork(options))
+            net = stack.enter_context(build_testbed(options))
             stack.callback(gate.ignore)  # runs first on the way out: nothing interrupts the cleanup
             measure = Measurement(agent, net)
-            seconds, interrupted = drive(net, measure, gate, err)
+            seconds, interrupted = drive(net, options, measure, gate, err)
             flows, kernel = measure.settled()
             snap = agent.harvester.snapshot(harvest=False)
             return ChaosReport(
@@ -148,10 +150,10 @@ def run_chaos(
                 ),
                 flows=flow_rows(flows),
                 dropped_packets=net.dropped(),
-                traffic=None if interrupted else net.traffic_result(),
+                traffic=None if interrupted else net.sender_result(),
                 hooks=snap.hooks,
                 counting="exact" if snap.exact else "per-event",
-                notes=list(net.notes),
+                notes=notes(options, net),
             )
     finally:
         gate.restore()

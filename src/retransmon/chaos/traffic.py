@@ -323,8 +323,11 @@ def module_env() -> dict[str, str]:
     return env
 
 
+MODULE = "retransmon.chaos.traffic"  # run as `python -m`: how chaos --cleanup knows its processes
+
+
 def module_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "retransmon.chaos.traffic", *args]
+    return [sys.executable, "-m", MODULE, *args]
 
 
 def sender_argv(

@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass
 from types import TracebackType
 
-from retransmon.chaos import shell
 from retransmon.chaos.netns import NetNamespace
+from retransmon.chaos.process import run_command
 
 # Offloads that turn one skb into many wire segments (TSO/GSO) or many into one (GRO).
 OFFLOAD_FEATURES = ("tso", "gso", "gro")
@@ -45,16 +45,16 @@ class VethPair:
         try:
             # Created inside `left` with its peer placed straight into `right`: the host's
             # namespace never sees either name.
-            shell.run(
+            run_command(
                 ["ip", "-n", left.name, "link", "add", "name", self.left_ifname, "type", "veth",
                  "peer", "name", self.right_ifname, "netns", right.name]
             )  # fmt: skip
             for link in (self.left_link, self.right_link):
                 ns = link.ns.name
-                shell.run(["ip", "-n", ns, "addr", "add", f"{link.ip4}/24", "dev", link.ifname])
-                shell.run(["ip", "-n", ns, "addr", "add", f"{link.ip6}/64", "dev", link.ifname, "nodad"])
+                run_command(["ip", "-n", ns, "addr", "add", f"{link.ip4}/24", "dev", link.ifname])
+                run_command(["ip", "-n", ns, "addr", "add", f"{link.ip6}/64", "dev", link.ifname, "nodad"])
             for link in (self.left_link, self.right_link):
-                shell.run(["ip", "-n", link.ns.name, "link", "set", link.ifname, "up"])
+                run_command(["ip", "-n", link.ns.name, "link", "set", link.ifname, "up"])
             self._add_static_neighbours()
         except BaseException:
             self.close()
@@ -66,11 +66,11 @@ class VethPair:
         # ARP/ND packets out of the tests entirely.
         macs = {}
         for link in (self.left_link, self.right_link):
-            out = shell.run(["ip", "-j", "-n", link.ns.name, "link", "show", "dev", link.ifname]).stdout
+            out = run_command(["ip", "-j", "-n", link.ns.name, "link", "show", "dev", link.ifname]).stdout
             macs[link.ifname] = str(json.loads(out)[0]["address"])
         for me, peer in ((self.left_link, self.right_link), (self.right_link, self.left_link)):
             for ip in (peer.ip4, peer.ip6):
-                shell.run(
+                run_command(
                     ["ip", "-n", me.ns.name, "neigh", "replace", ip, "lladdr", macs[peer.ifname],
                      "dev", me.ifname, "nud", "permanent"]
                 )  # fmt: skip
@@ -111,9 +111,9 @@ class VethPair:
         if self._closed:
             return
         self._closed = True
-        ns = self.left_link.ns.name
-        if shell.run(["ip", "-n", ns, "link", "show", "dev", self.left_ifname], check=False).returncode == 0:
-            shell.run(["ip", "-n", ns, "link", "del", "dev", self.left_ifname], check=False)
+        ip = ["ip", "-n", self.left_link.ns.name, "link"]
+        if run_command([*ip, "show", "dev", self.left_ifname], check=False).returncode == 0:
+            run_command([*ip, "del", "dev", self.left_ifname], check=False)
 
     def __enter__(self) -> VethPair:
         return self

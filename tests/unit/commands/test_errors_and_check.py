@@ -9,9 +9,19 @@ import pytest
 
 from retransmon import cli
 from retransmon.commands import check as check_command
-from retransmon.commands.check import FAIL, OK, WARN, Finding, effective_capabilities, ready, render
+from retransmon.commands.check import (
+    CAPABILITIES,
+    FAIL,
+    OK,
+    WARN,
+    Finding,
+    effective_capabilities,
+    ready,
+    render,
+)
 from retransmon.defaults import HOOK_MODES
 from retransmon.errors import EnvironmentProblem, RetransmonError, UsageError
+from retransmon.kernel import capabilities
 from retransmon.kernel.features import KernelFeatures
 from retransmon.kernel.skeleton import (
     PROGRAM_LABELS,
@@ -137,9 +147,12 @@ def test_effective_capabilities_no_capeff_line(tmp_path: Path) -> None:
     assert effective_capabilities(str(status)) == set()
 
 
-def test_effective_capabilities_of_this_process() -> None:
-    caps = effective_capabilities()
-    assert caps <= {"CAP_SYS_ADMIN", "CAP_PERFMON", "CAP_BPF", "CAP_NET_ADMIN"}
+def test_effective_capabilities_agree_with_the_kernel_boundary() -> None:
+    # check's bit numbers are the kernel's (capability.h, as kernel.capabilities spells them) ...
+    assert {bit: capabilities.CAP_NAMES[bit] for bit in CAPABILITIES} == CAPABILITIES
+    # ... and read this process's default status file the same way.
+    held = capabilities.current("/proc/self/status").effective_names()
+    assert effective_capabilities() == held & set(CAPABILITIES.values())
 
 
 def test_render_aligns_and_shows_fixes() -> None:

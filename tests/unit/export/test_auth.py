@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
-import statistics
-import time
 
+import bcrypt
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from retransmon.export.auth import BCRYPT_MAX_PASSWORD, BasicAuth, parse_basic
+from retransmon.export.webconfig import bcrypt_cost
 from tests.support.tls import bcrypt_hash
 
 
@@ -43,24 +44,48 @@ def test_overlong_password_is_refused_not_truncated() -> None:
     assert not auth.check("u", password + "y")  # bcrypt would ignore the 73rd byte
 
 
-def _median_seconds(auth: BasicAuth, user: str, password: str, rounds: int = 9) -> float:
-    times = []
-    for i in range(rounds):
-        started = time.perf_counter()
-        assert not auth.check(user, f"{password}{i}")  # a new password each time: never cached
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+@pytest.fixture
+def bcrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, bytes]]:
+    """Every (password, hash) that BasicAuth hands to bcrypt.checkpw, which still runs."""
+    calls: list[tuple[bytes, bytes]] = []
+    real = bcrypt.checkpw
+
+    def spy(password: bytes, hashed: bytes) -> bool:
+        calls.append((password, hashed))
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", spy)
+    return calls
 
 
-def test_unknown_user_takes_as_long_as_a_wrong_password() -> None:
-    # Cost 8: about 15 ms, well above timer noise, so a skipped bcrypt would show.
-    auth = BasicAuth({"prom": bcrypt_hash("s3cret", cost=8).encode()})
-    wrong = _median_seconds(auth, "prom", "wrong")
-    unknown = _median_seconds(auth, "nobody", "wrong")
-    overlong = _median_seconds(auth, "nobody", "w" * 100)
-    assert wrong > 0.002
-    for other in (unknown, overlong):
-        assert 0.6 < other / wrong < 1.6, (wrong, unknown, overlong)
+def test_unknown_user_costs_the_same_bcrypt_as_a_wrong_password(
+    bcrypt_calls: list[tuple[bytes, bytes]],
+) -> None:
+    # Response time cannot tell users apart if each refusal runs bcrypt once at the same cost.
+    # Counted, not timed: a busy machine cannot make this fail.
+    real = bcrypt_hash("s3cret", cost=5).encode()
+    auth = BasicAuth({"prom": real, "other": bcrypt_hash("x", cost=4).encode()})
+    hashes = {}
+    for name, user, password in (
+        ("wrong password", "prom", "wrong"),
+        ("unknown user", "nobody", "wrong"),
+        ("overlong password", "nobody", "w" * 100),
+        ("overlong, known user", "prom", "w" * 100),
+    ):
+        bcrypt_calls.clear()
+        assert not auth.check(user, password)
+        assert not auth.check(user, password)  # a refusal is never cached: bcrypt runs again
+        assert len(bcrypt_calls) == 2, name
+        hashes[name] = {hashed for _, hashed in bcrypt_calls}
+    assert hashes["wrong password"] == hashes["overlong, known user"] == {real}
+    dummy = hashes["unknown user"]
+    assert hashes["overlong password"] == dummy != {real}
+    # The dummy hash has the highest cost of the real ones, so an unknown user is never cheaper.
+    assert {bcrypt_cost(h) for h in dummy} == {5}
+    bcrypt_calls.clear()
+    assert auth.check("prom", "s3cret")
+    assert auth.check("prom", "s3cret")  # the cache: one bcrypt for two checks
+    assert len(bcrypt_calls) == 1
 
 
 def test_dummy_hash_has_the_cost_of_the_real_ones() -> None:

@@ -1,4 +1,5 @@
-"""Run a helper command and turn failure into a CommandError."""
+"""The test network's two dealings with processes: run a helper command (ip, nft, tc, ...) and
+end a started process by its PID."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from retransmon.chaos.errors import CommandError
 
 
-def run(
+def run_command(
     argv: list[str], check: bool = True, timeout: float = 60, **kw: Any
 ) -> subprocess.CompletedProcess[str]:
     """subprocess.run in text mode with captured output; raise CommandError if check and it fails."""
