@@ -7,7 +7,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 BUILD := build
 BPF_OBJ := src/retransmon/kernel/retransmon.bpf.o
-BPF_SRC := bpf/retransmon.bpf.c bpf/retransmon.h
+BPF_SRC := bpf/retransmon.bpf.c bpf/retransmon.h $(wildcard bpf/*.bpf.h)
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
 # Debian packages: BPF toolchain, the test bed (nftables, iproute2, ethtool),
