@@ -16,7 +16,13 @@ import pytest
 from retransmon.chaos.testbed import TestBed
 from tests.support import AgentProcess, total
 from tests.support.agent import free_port, http_get, retransmon_command
-from tests.support.tls import Certificates, bcrypt_hash, make_certificates, web_config_yaml
+from tests.support.tls import (
+    Certificates,
+    bcrypt_hash,
+    make_certificates,
+    make_client_certificate,
+    web_config_yaml,
+)
 
 from .conftest import bpf_link_ids, bpf_prog_ids
 
@@ -83,27 +89,120 @@ def test_plain_http_refused_on_the_tls_port(tls_agent: AgentProcess) -> None:
     assert b"HTTPS" in body and b"tcp_" not in body
 
 
-def test_invalid_web_config_exits_2_before_loading(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (
+            "tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: /nonexistent.key\n",
+            "/nonexistent.crt",
+        ),
+        # Asked for TLS, gave no certificate: exporter-toolkit would serve plain HTTP; never here.
+        ("tls_server_config:\n  cert_file: ''\n  key_file: ''\n  client_auth_type: Bogus\n", "Bogus"),
+        ("tls_server_config:\n  cert_file: ''\n  key_file: ''\n", "no certificate"),
+        ("tls_server_config:\n  min_version: TLS13\n", "no certificate"),
+    ],
+)
+def test_invalid_web_config_exits_2_before_loading(tmp_path: Path, text: str, needle: str) -> None:
     bad = tmp_path / "web.yml"
-    bad.write_text("tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: /nonexistent.key\n")
+    bad.write_text(text)
     links_before, progs_before = bpf_link_ids(), bpf_prog_ids("tp_btf_")
-    proc = subprocess.run(
-        [
-            *retransmon_command(),
-            "serve",
-            "--listen",
-            f"127.0.0.1:{free_port()}",
-            "--web.config.file",
-            str(bad),
-        ],
-        capture_output=True,
+    port = free_port()
+    proc = subprocess.Popen(
+        [*retransmon_command(), "serve", "--listen", f"127.0.0.1:{port}", "--web.config.file", str(bad)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
     )
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "/nonexistent.crt" in lines[0], proc.stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], stderr
+    with pytest.raises(ConnectionRefusedError):  # nothing ever listened, in plain HTTP or otherwise
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
     assert bpf_link_ids() == links_before and bpf_prog_ids("tp_btf_") <= progs_before
+
+
+def _pem_block(path: str) -> str:
+    return "|\n" + "".join(f"    {line}\n" for line in Path(path).read_text().strip().splitlines())
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+
+def test_node_exporter_style_config_and_flags_over_real_tls(certs: Certificates, tmp_path: Path) -> None:
+    """Inline PEM, mTLS with allowed SANs, Go cipher and curve names, two addresses, another path."""
+    good = make_client_certificate(certs, "prom-san", "DNS:prometheus.example")
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert: {_pem_block(certs.server_cert)}  key: {_pem_block(certs.server_key)}"
+        f"  client_ca: {_pem_block(certs.ca)}"
+        "  client_auth_type: RequireAndVerifyClientCert\n"
+        "  client_allowed_sans: [prometheus.example]\n"
+        "  cipher_suites:\n    - TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\n"
+        "    - TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256\n"
+        "  curve_preferences: [X25519]\n"
+        "  prefer_server_cipher_suites: true\n"
+        "http_server_config:\n  http2: true\n  headers:\n    X-XSS-Protection: 1\n"
+        "    X-Content-Type-Options: nosniff\n"
+    )
+    port6 = free_port()
+    ctx = certs.client_context()
+    ctx.load_cert_chain(*good)
+    with AgentProcess(
+        "--web.config.file", str(web), "--web.listen-address", f"[::1]:{port6}",
+        "--web.telemetry-path", "/probe", prefix=ONLY_BPF_PERFMON, tls=ctx,
+    ) as agent:  # fmt: skip
+        curl = ["curl", "-sS", "--cacert", certs.ca, "-D", "-", "--max-time", "10"]
+        client = ["--cert", good[0], "--key", good[1]]
+        for url in (f"https://127.0.0.1:{agent.port}/probe", f"https://[::1]:{port6}/probe"):
+            done = _run(*curl, *client, url)
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.startswith("HTTP/1.1 200"), done.stdout[:200]  # HTTP/1.1, said once
+            assert "\nx-xss-protection: 1\n" in done.stdout.lower()
+            assert "retransmon_build_info" in done.stdout
+        assert _run(*curl, *client, f"https://127.0.0.1:{agent.port}/metrics").stdout.startswith(
+            "HTTP/1.1 404"
+        )
+        landing = _run(*curl, *client, f"https://127.0.0.1:{agent.port}/").stdout
+        assert '<a href="/probe">Metrics</a>' in landing
+        # Without a client certificate, or with one whose SANs are not allowed: no answer at all.
+        for refused in ([], ["--cert", certs.client_cert, "--key", certs.client_key]):
+            done = _run(*curl, *refused, f"https://127.0.0.1:{agent.port}/probe")
+            assert done.returncode != 0 and "retransmon_build_info" not in done.stdout, refused
+
+        s_client = ["openssl", "s_client", "-connect", f"127.0.0.1:{agent.port}", "-CAfile", certs.ca,
+                    "-cert", good[0], "-key", good[1]]  # fmt: skip
+        x25519 = _run(*s_client, "-tls1_3", "-groups", "X25519")
+        assert "Server Temp Key: X25519" in x25519.stdout, x25519.stdout[-800:]
+        assert "Server Temp Key" not in _run(*s_client, "-tls1_3", "-groups", "P-256").stdout
+        tls12 = _run(*s_client, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256")
+        assert "Cipher is ECDHE-ECDSA-AES128-GCM-SHA256" in tls12.stdout, tls12.stdout[-800:]
+        assert (
+            "Cipher is ECDHE"
+            not in _run(*s_client, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384").stdout
+        )
+        assert agent.stop() == 0
+        assert agent.stderr.count("speaks HTTP/1.1") == 1
+
+
+def test_cost_18_bcrypt_hash_does_not_delay_start_up(tmp_path: Path) -> None:
+    # What one cost-18 check would take here, from a cost-12 one (each step doubles the work).
+    started = time.monotonic()
+    bcrypt_hash("x", cost=12)
+    cost_18_seconds = (time.monotonic() - started) * 64
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  prometheus: '{bcrypt_hash('x', cost=4).replace('$04$', '$18$')}'\n")
+    started = time.monotonic()
+    with AgentProcess("--web.config.file", str(web), prefix=ONLY_BPF_PERFMON) as agent:
+        serving = time.monotonic() - started
+        status, _, _ = agent.get("/metrics", timeout=10)  # no credentials: 401, no bcrypt
+    print(f"start-up with a cost-18 hash: {serving:.2f} s; one cost-18 check: ~{cost_18_seconds:.1f} s")
+    assert status == 401
+    assert serving < cost_18_seconds / 2
 
 
 def _threads(pid: int) -> int:

@@ -99,3 +99,12 @@ def web_config_yaml(
     if headers:
         lines += ["http_server_config:", "  headers:", *(f"    {k}: '{v}'" for k, v in headers.items())]
     return "\n".join(lines) + "\n"
+
+
+def make_client_certificate(certs: Certificates, name: str, sans: str) -> tuple[str, str]:
+    """Another client certificate signed by *certs*' CA, with subjectAltName *sans* (e.g. "DNS:a,IP:::1")."""
+    directory = os.path.dirname(certs.ca)
+    return _signed(
+        directory, name, f"/CN={name}", ca=certs.ca, ca_key=os.path.join(directory, "ca.key"),
+        extensions=f"subjectAltName={sans}\nextendedKeyUsage=clientAuth\n",
+    )  # fmt: skip

@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import threading
+from collections.abc import Sequence
 from types import FrameType
 
 from retransmon import defaults
@@ -15,13 +16,40 @@ from retransmon.commands import args as common
 log = logging.getLogger("retransmon")
 
 
+class ListenAddresses(argparse.Action):
+    """Repeatable, as in node_exporter: the first address given replaces the default."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[object] | None,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest)
+        addresses = [] if current is self.default else list(current)
+        addresses.append(values)
+        setattr(namespace, self.dest, addresses)
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = sub.add_parser("serve", help="serve Prometheus metrics until SIGTERM/SIGINT")
     serve.add_argument(
+        "--web.listen-address",
         "--listen",
-        default=defaults.LISTEN_ADDRESS,
+        dest="listen",
+        action=ListenAddresses,
+        default=[defaults.LISTEN_ADDRESS],
         metavar="[HOST]:PORT",
-        help=f"address to serve on (default {defaults.LISTEN_ADDRESS})",
+        help="address to serve on; repeat it to serve on several (default "
+        f"{defaults.LISTEN_ADDRESS}); --listen is an alias",
+    )
+    serve.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default=defaults.TELEMETRY_PATH,
+        metavar="PATH",
+        help=f"path under which to serve the metrics (default {defaults.TELEMETRY_PATH})",
     )
     serve.add_argument(
         "--labels",
@@ -75,8 +103,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         dest="web_config_file",
         default=None,
         metavar="FILE",
-        help="TLS, basic auth and response headers, in Prometheus exporter-toolkit's web config "
-        "format (see docs/deployment.md)",
+        help="TLS, basic auth, response headers and a rate limit, in Prometheus exporter-toolkit's "
+        "web config format (see docs/deployment.md)",
     )
     common.add_common(serve)
     serve.set_defaults(func=run)
@@ -94,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     options = ServeOptions(
-        listen=args.listen,
+        listen=list(args.listen),
+        telemetry_path=args.telemetry_path,
         labels=args.labels,
         max_series=args.max_series,
         harvest_interval=args.harvest_interval,

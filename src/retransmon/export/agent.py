@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
@@ -16,7 +16,7 @@ from retransmon.export import webconfig
 from retransmon.export.exposition import AgentExposition
 from retransmon.export.harvester import Harvester, HarvestTimer
 from retransmon.export.series import SeriesTable
-from retransmon.export.server import MetricsServer, parse_listen
+from retransmon.export.server import MetricsServer, parse_listen, parse_telemetry_path
 from retransmon.kernel import capabilities
 from retransmon.kernel.skeleton import ProgramOptions, RetransmonBPF
 
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ServeOptions:
-    listen: str = defaults.LISTEN_ADDRESS
+    listen: list[str] = field(default_factory=lambda: [defaults.LISTEN_ADDRESS])  # one server each
+    telemetry_path: str = defaults.TELEMETRY_PATH
     labels: str = defaults.LABELS
     max_series: int = defaults.MAX_SERIES
     harvest_interval: float = defaults.HARVEST_INTERVAL
@@ -85,38 +86,63 @@ def drop_capabilities(agent: Agent) -> None:
         raise RuntimeError("capabilities must be dropped before serve starts its threads")
 
 
-def serve(options: ServeOptions, stop: threading.Event) -> None:
-    """Serve until *stop* is set; always detaches before returning."""
-    host, port = parse_listen(options.listen)
+def open_servers(options: ServeOptions) -> list[MetricsServer]:
+    """One listening server per --web.listen-address; bad input or a busy port fails here, first."""
+    addresses = [parse_listen(text) for text in options.listen]
+    telemetry_path = parse_telemetry_path(options.telemetry_path)
     parse_labels(options.labels)  # bad input fails before anything is loaded
     web = webconfig.load(options.web_config_file) if options.web_config_file else None
-    # A busy port or a bad web config fails before BPF is loaded.
-    server = MetricsServer(host, port, CollectorRegistry(), web=web)
+    servers: list[MetricsServer] = []
+    try:
+        for host, port in addresses:
+            servers.append(
+                MetricsServer(host, port, CollectorRegistry(), web=web, telemetry_path=telemetry_path)
+            )
+    except BaseException:
+        for server in servers:
+            server.server_close()
+        raise
+    if web is not None and web.http2 and web.context is not None:
+        log.info("http_server_config.http2: this server speaks HTTP/1.1 only; clients fall back to it")
+    return servers
+
+
+def serve(options: ServeOptions, stop: threading.Event) -> None:
+    """Serve until *stop* is set; always detaches before returning."""
+    servers = open_servers(options)  # before BPF is loaded
     try:
         agent = build_agent(options)
     except BaseException:
-        server.server_close()
+        for server in servers:
+            server.server_close()
         raise
     try:
         if options.drop_capabilities:
             drop_capabilities(agent)  # before any thread starts: capabilities are per thread
-        server.exposition = agent.exposition
         timer = HarvestTimer(agent.harvester, options.harvest_interval)
         timer.start()
-        thread = server.serve_in_thread()
-        log.info(
-            "serving metrics on %s://%s:%d/metrics%s",
-            server.scheme,
-            host or "*",
-            server.port,
-            " (basic auth)" if server.auth else "",
-        )
+        threads = []
+        for server, text in zip(servers, options.listen, strict=True):
+            server.exposition = agent.exposition
+            threads.append(server.serve_in_thread())
+            host = parse_listen(text)[0]
+            log.info(
+                "serving metrics on %s://%s:%d%s%s",
+                server.scheme,
+                f"[{host}]" if ":" in host else host or "*",
+                server.port,
+                server.telemetry_path,
+                " (basic auth)" if server.auth else "",
+            )
         while not stop.wait(1.0):
             pass
-        server.shutdown()
-        thread.join(timeout=5)
+        for server in servers:
+            server.shutdown()
+        for thread in threads:
+            thread.join(timeout=5)
         timer.stop()
     finally:
-        server.server_close()
+        for server in servers:
+            server.server_close()
         agent.close()
         log.info("detached; bye")

@@ -6,7 +6,7 @@ its TLS handshake and each request's head (an idle keep-alive connection the
 same): a watchdog shuts down connections past their deadline, so a client
 that trickles one byte at a time holds its thread no longer than one that
 sends nothing. Request heads are limited to ``MAX_HEAD_BYTES`` (431/414).
-TLS, basic auth and extra response headers come from a :class:`WebConfig`.
+TLS, basic auth, response headers and the rate limit come from a :class:`WebConfig`.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from retransmon import __version__
+from retransmon import __version__, defaults
 from retransmon.errors import EnvironmentProblem, UsageError
 from retransmon.export.auth import BasicAuth
 from retransmon.export.exposition import Exposition, RegistryExposition
+from retransmon.export.ratelimit import TokenBucket
+from retransmon.export.tlscontext import allowed_san
 from retransmon.export.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
@@ -126,27 +128,60 @@ class Watchdog:
                     _socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
+LISTEN_FLAG = "--web.listen-address"
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """``[HOST]:PORT`` -> (host, port); an empty host means every address."""
     host, sep, port_text = text.rpartition(":")
     if not sep:
-        raise UsageError(f"--listen: expected [HOST]:PORT, got {text!r}")
+        raise UsageError(f"{LISTEN_FLAG}: expected [HOST]:PORT, got {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise UsageError(f"--listen: write IPv6 addresses in brackets, e.g. [::1]:{port_text}")
+        raise UsageError(f"{LISTEN_FLAG}: write IPv6 addresses in brackets, e.g. [::1]:{port_text}")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UsageError(f"--listen: port must be a number from 1 to 65535, got {port_text!r}")
+        raise UsageError(f"{LISTEN_FLAG}: port must be a number from 1 to 65535, got {port_text!r}")
     return host, int(port_text)
 
 
+def parse_telemetry_path(text: str) -> str:
+    """``--web.telemetry-path``: an absolute URL path without query or fragment."""
+    if not text.startswith("/") or any(c in text for c in "?#") or any(ord(c) <= 32 for c in text):
+        raise UsageError(f"--web.telemetry-path: expected a path like /metrics, got {text!r}")
+    return text
+
+
+# exporter-toolkit's landing page: the name, a description, the version, a link to the metrics.
 LANDING_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>retransmon</title></head>
-<body>
-<h1>retransmon {version}</h1>
-<p>TCP retransmission monitor. Metrics: <a href="/metrics">/metrics</a></p>
-</body></html>
+<html lang="en">
+  <head>
+    <meta charset="UTF-8">
+    <meta name="viewport" content="width=device-width, initial-scale=1.0">
+    <title>retransmon</title>
+  </head>
+  <body>
+    <header>
+      <h1>retransmon</h1>
+    </header>
+    <main>
+      <h2>TCP retransmission monitor for Linux (eBPF)</h2>
+      <div>Version: {version}</div>
+      <div>
+        <ul>
+          <li><a href="{path}">Metrics</a></li>
+        </ul>
+      </div>
+    </main>
+  </body>
+</html>
 """
+
+
+def landing_page(telemetry_path: str) -> bytes:
+    return LANDING_PAGE.format(
+        version=html.escape(__version__), path=html.escape(telemetry_path, quote=True)
+    ).encode()
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -247,22 +282,28 @@ class MetricsHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _rate_limited(self) -> bool:
+        limiter = self.server.limiter
+        if limiter is None or limiter.allow():
+            return False
+        self._send(HTTPStatus.TOO_MANY_REQUESTS, b"Too Many Requests\n", "text/plain; charset=utf-8")
+        return True
+
     def do_GET(self) -> None:
-        if not self._authorized():
+        if self._rate_limited() or not self._authorized():
             return
         path = self.path.split("?", 1)[0]
-        if path == "/metrics":
+        if path == self.server.telemetry_path:
             self._metrics()
         elif path == "/":
-            body = LANDING_PAGE.format(version=html.escape(__version__)).encode()
-            self._send(HTTPStatus.OK, body, "text/html; charset=utf-8")
+            self._send(HTTPStatus.OK, landing_page(self.server.telemetry_path), "text/html; charset=utf-8")
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
 
     do_HEAD = do_GET
 
     def _not_allowed(self) -> None:
-        if not self._authorized():
+        if self._rate_limited() or not self._authorized():
             self.close_connection = True
             return
         # The request body (if any) is not read, so the connection cannot carry another request.
@@ -304,6 +345,7 @@ class MetricsServer(ThreadingHTTPServer):
         request_timeout: float = 10.0,
         max_connections: int = MAX_CONNECTIONS,
         web: WebConfig | None = None,
+        telemetry_path: str = defaults.TELEMETRY_PATH,
     ) -> None:
         self.exposition: Exposition = (
             RegistryExposition(metrics) if isinstance(metrics, CollectorRegistry) else metrics
@@ -311,6 +353,9 @@ class MetricsServer(ThreadingHTTPServer):
         self.request_timeout = request_timeout
         self.web = web or WebConfig()
         self.auth = BasicAuth(self.web.users) if self.web.users else None
+        rate = self.web.rate_limit
+        self.limiter = TokenBucket(rate.interval, rate.burst) if rate else None
+        self.telemetry_path = telemetry_path
         self.watchdog = Watchdog()
         self._slots = threading.BoundedSemaphore(max_connections)
         self.address_family = _family_for(host)
@@ -327,7 +372,7 @@ class MetricsServer(ThreadingHTTPServer):
             if exc.errno == 98:  # EADDRINUSE
                 raise EnvironmentProblem(
                     f"cannot listen on {where}: the port is in use",
-                    fix=f"stop the process using it (ss -ltnp 'sport = :{port}') or pick another --listen",
+                    fix=f"stop what uses it (ss -ltnp 'sport = :{port}') or use another {LISTEN_FLAG}",
                 ) from None
             if exc.errno == 13:  # EACCES
                 raise EnvironmentProblem(
@@ -335,7 +380,7 @@ class MetricsServer(ThreadingHTTPServer):
                     fix="use a port above 1023 or grant CAP_NET_BIND_SERVICE",
                 ) from None
             raise EnvironmentProblem(
-                f"cannot listen on {where}: {exc.strerror}", fix="check --listen"
+                f"cannot listen on {where}: {exc.strerror}", fix="check --web.listen-address"
             ) from None
 
     @property
@@ -412,6 +457,14 @@ class MetricsServer(ThreadingHTTPServer):
             with contextlib.suppress(OSError):
                 tls.close()
             return None
+        sans = self.web.tls.client_allowed_sans if self.web.tls else None
+        if sans is not None and not allowed_san(tls.getpeercert() or {}, sans):
+            # As exporter-toolkit: the connection ends before any request is read.
+            log.debug("client certificate of %s has none of client_allowed_sans", tls)
+            self.watchdog.disarm(tls)
+            with contextlib.suppress(OSError):
+                tls.close()
+            return None
         return tls
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -435,7 +488,7 @@ def _family_for(host: str) -> socket.AddressFamily:
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise UsageError(f"--listen: cannot resolve {host!r}: {exc.strerror}") from None
+        raise UsageError(f"{LISTEN_FLAG}: cannot resolve {host!r}: {exc.strerror}") from None
     return infos[0][0]
 
 

@@ -177,7 +177,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_parser_defaults() -> None:
     args = build_parser().parse_args(["serve"])
-    assert args.listen == ":2112"
+    assert args.listen == [":2112"]
     assert args.labels == "default"
     assert args.max_series == 10000
     assert args.harvest_interval == 5.0
@@ -190,7 +190,9 @@ def test_parser_defaults() -> None:
     [
         (["serve", "--max-series", "7"], "max_series", 7),
         (["serve", "--harvest-interval", "0.5"], "harvest_interval", 0.5),
-        (["serve", "--listen", "[::1]:9000"], "listen", "[::1]:9000"),
+        (["serve", "--listen", "[::1]:9000"], "listen", ["[::1]:9000"]),
+        (["serve", "--web.listen-address", ":1", "--listen", ":2"], "listen", [":1", ":2"]),
+        (["serve", "--web.telemetry-path", "/m"], "telemetry_path", "/m"),
         (["serve", "--labels=flow"], "labels", "flow"),
         (["serve", "--hooks", "tracepoint"], "hooks", "tracepoint"),
         (["check", "--hooks", "tp_btf"], "hooks", "tp_btf"),
@@ -224,4 +226,4 @@ def test_unresolvable_listen_host_is_bad_input(capsys: pytest.CaptureFixture[str
     assert main(["serve", "--listen", "no-such-host.invalid:9"]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("retransmon: --listen: cannot resolve 'no-such-host.invalid'")
+    assert lines[0].startswith("retransmon: --web.listen-address: cannot resolve 'no-such-host.invalid'")

@@ -1,4 +1,4 @@
-"""Basic auth: bcrypt, the same time for unknown users and wrong passwords, malformed headers."""
+"""Basic auth: bcrypt on first use and cached, as much bcrypt for unknown users, malformed headers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from retransmon.export import auth as auth_module
 from retransmon.export.auth import BCRYPT_MAX_PASSWORD, BasicAuth, parse_basic
-from retransmon.export.webconfig import bcrypt_cost
+from retransmon.export.webconfig import bcrypt_cost, parse
 from tests.support.tls import bcrypt_hash
 
 
@@ -88,9 +89,67 @@ def test_unknown_user_costs_the_same_bcrypt_as_a_wrong_password(
     assert len(bcrypt_calls) == 1
 
 
-def test_dummy_hash_has_the_cost_of_the_real_ones() -> None:
-    auth = BasicAuth({"a": bcrypt_hash("x", cost=6).encode()})
+class BcryptCalls:
+    """Counts bcrypt checks and the cost each one paid, instead of timing them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.costs: list[int] = []
+        real = auth_module.check_password
+
+        def counted(password: bytes, digest: bytes) -> bool:
+            self.costs.append(int(digest[4:6]))
+            return real(password, digest)
+
+        monkeypatch.setattr(auth_module, "check_password", counted)
+
+    def take(self) -> list[int]:
+        costs, self.costs = self.costs, []
+        return costs
+
+
+def test_right_password_is_checked_once_then_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = BcryptCalls(monkeypatch)
+    auth = BasicAuth({"prom": bcrypt_hash("s3cret").encode(), "other": bcrypt_hash("x").encode()})
+    assert auth.check("prom", "s3cret")
+    assert calls.take() == [4]
+    for _ in range(3):
+        assert auth.check("prom", "s3cret")
+    assert calls.take() == []
+    # A wrong password never hits the cache, nor the right password under another user.
+    for user, password in (
+        ("prom", "s3creT"),
+        ("prom", "s3cret "),
+        ("other", "s3cret"),
+        ("nobody", "s3cret"),
+    ):
+        assert not auth.check(user, password)
+        assert calls.take() == [4], (user, password)
+    assert not auth.check("prom", "s3creT")
+    assert calls.take() == [4]  # failures are not cached either
+
+
+def test_cost_18_hash_does_not_delay_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cost-18 hash takes seconds; start-up must not compute it (nor any hash above cost 4).
+    costly = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).replace(b"$2b$04$", b"$2b$18$")
+    hashed: list[bytes] = []
+    real_hashpw = bcrypt.hashpw
+
+    def recorded(password: bytes, salt: bytes) -> bytes:
+        hashed.append(salt[:7])
+        return real_hashpw(password, salt)
+
+    monkeypatch.setattr(bcrypt, "hashpw", recorded)
+    monkeypatch.setattr(bcrypt, "checkpw", lambda *_: pytest.fail("bcrypt.checkpw at start-up"))
+    config = parse(f"basic_auth_users:\n  prom: '{costly.decode()}'\n")
+    auth = BasicAuth(config.users)
+    assert set(hashed) <= {b"$2b$04$"}
+    assert auth._dummy.startswith(b"$2b$18$") and len(auth._dummy) == 60
+
+
+def test_dummy_hash_has_the_highest_configured_cost() -> None:
+    auth = BasicAuth({"a": bcrypt_hash("x", cost=6).encode(), "b": bcrypt_hash("x", cost=5).encode()})
     assert auth._dummy.startswith(b"$2b$06$")
+    assert BasicAuth({})._dummy.startswith(b"$2b$10$")
 
 
 @given(st.text(max_size=200))

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
+from retransmon import __version__
 from retransmon.errors import EnvironmentProblem, UsageError
 from retransmon.export.server import DEFAULT_PORT, MetricsServer, parse_listen
 
@@ -59,7 +60,7 @@ def test_parse_listen_rejects(text: str, needle: str) -> None:
     with pytest.raises(UsageError) as info:
         parse_listen(text)
     assert needle in info.value.message
-    assert info.value.message.startswith("--listen: ")
+    assert info.value.message.startswith("--web.listen-address: ")
     assert "\n" not in info.value.render()
 
 
@@ -150,10 +151,13 @@ def test_no_gzip_unless_asked(server: MetricsServer) -> None:
 
 
 def test_landing_page(server: MetricsServer) -> None:
+    # exporter-toolkit's shape: the name, the version, a link to the metrics.
     status, headers, body = _request(server, "GET", "/")
     assert status == 200
     assert headers["content-type"].startswith("text/html")
-    assert b'<a href="/metrics">' in body
+    assert b"<h1>retransmon</h1>" in body
+    assert f"<div>Version: {__version__}</div>".encode() in body
+    assert b'<a href="/metrics">Metrics</a>' in body
 
 
 @pytest.mark.parametrize("path", ["/nope", "/metrics/", "/metricsx", "/index.html"])

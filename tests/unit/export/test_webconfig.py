@@ -7,9 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retransmon.cli import main
 from retransmon.errors import UsageError
+from retransmon.export.goyaml import Problem
 from retransmon.export.webconfig import bcrypt_cost, load, parse
 from tests.support.tls import Certificates, bcrypt_hash, make_certificates, web_config_yaml
 
@@ -66,41 +70,73 @@ def test_tls13_minimum(tmp_path: Path, certs: Certificates) -> None:
     [
         ("tls_server_config: [1, 2]\n", "must be a mapping"),
         ("bogus: 1\n", "unknown key 'bogus'"),
-        ("tls_server_config:\n  cert_file: a.crt\n", "without key_file"),
-        ("tls_server_config:\n  key_file: a.key\n", "without cert_file"),
+        ("tls_server_config:\n  cert_file: a.crt\n", "missing key_file"),
+        ("tls_server_config:\n  key_file: a.key\n", "missing cert_file"),
         ("tls_server_config:\n  cert_file: a\n  key_file: b\n  ciphers: x\n", "unknown key 'ciphers'"),
-        (
-            "tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS11\n",
-            "TLS 1.2 is the lowest",
-        ),
-        (
-            "tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS10\n",
-            "TLS 1.2 is the lowest",
-        ),
-        ("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: SSL3\n", "not one of TLS12"),
-        (
-            "tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS13\n  max_version: TLS12\n",
-            "below min_version",
-        ),
-        (
-            "tls_server_config:\n  cert_file: a\n  key_file: b\n"
-            "  client_auth_type: RequireAndVerifyClientCert\n",
-            "needs client_ca_file",
-        ),
+        ("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS11\n", "RFC 8996"),
+        ("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS10\n", "RFC 8996"),
+        ("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: SSL3\n", "not one of TLS10"),
         ("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_ca_file: c\n", "NoClientCert"),
         (
             "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAnyClientCert\n",
             "not supported",
         ),
         ("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: Maybe\n", "is not one of"),
+        # The security defect: empty certificate paths and a bogus client_auth_type never mean plain HTTP.
+        (
+            "tls_server_config:\n  cert_file: ''\n  key_file: ''\n  client_auth_type: Bogus\n",
+            "client_auth_type 'Bogus'",
+        ),
+        ("tls_server_config:\n  cert_file: ''\n  key_file: ''\n", "no certificate"),
+        ("tls_server_config:\n  min_version: TLS13\n", "no certificate"),
+        ("tls_server_config:\n  cert_file: a\n  cert: b\n  key_file: c\n", "both cert and cert_file"),
+        ("tls_server_config:\n  cert: a\n  key: b\n  key_file: c\n", "both key and key_file"),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: VerifyClientCertIfGiven\n"
+            "  client_ca: x\n  client_ca_file: y\n",
+            "both client_ca and client_ca_file",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [RC4]\n",
+            "unknown cipher 'RC4'",
+        ),
+        ("tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: x\n", "must be a list"),
+        ("tls_server_config:\n  cert_file: a\n  key_file: b\n  curve_preferences: [P256]\n", "unknown curve"),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  curve_preferences: [X25519, CurveP256]\n",
+            "more than one curve",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  prefer_server_cipher_suites: 'true'\n",
+            "true or false",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_allowed_sans: [x]\n",
+            "needs client_auth_type RequireAndVerifyClientCert",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n  client_allowed_sans: []\n",
+            "no client could connect",
+        ),
+        ("tls_server_config:\n  cert_file: a\n  cert_file: b\n", "given twice"),
+        ("rate_limit:\n  interval: 1s\n  burst: 0\n", "every request would be refused"),
+        ("rate_limit:\n  interval: soon\n  burst: 1\n", "not a duration"),
+        ("rate_limit:\n  interval: 1s\n  burst: '3'\n", "whole number"),
+        ("rate_limit:\n  every: 1s\n", "unknown key 'every'"),
         ("basic_auth_users: [a]\n", "mapping of user name"),
         ("basic_auth_users:\n  prom: plaintext\n", "not a bcrypt hash"),
         ("basic_auth_users:\n  prom: '$2b$10$tooshort'\n", "not a bcrypt hash"),
-        ("basic_auth_users:\n  'a:b': '$2b$04$" + "x" * 53 + "'\n", "no ':'"),
+        ("basic_auth_users:\n  prom: '$2b$03$" + "x" * 53 + "'\n", "cost '03'"),
+        ("basic_auth_users:\n  prom: '$3b$10$" + "x" * 53 + "'\n", "unknown prefix"),
+        ("basic_auth_users:\n  prom: '$2b$10$" + "x" * 54 + "'\n", "no password can match"),
+        ("basic_auth_users:\n  prom: '$2$10$" + "x" * 54 + "'\n", "no password can match"),
         ("http_server_config:\n  headers:\n    Server: nginx\n", "'Server' can not be configured"),
         ("http_server_config:\n  headers:\n    X-Frame-Options: allow\n", "not one of deny, sameorigin"),
         ("http_server_config:\n  headers:\n    X-Content-Type-Options: sniff\n", "not one of nosniff"),
         ("http_server_config:\n  http2: maybe\n", "true or false"),
+        ("http_server_config:\n  headers:\n    X-Frame-Options: ''\n", "not one of deny, sameorigin"),
+        ("http_server_config:\n  headers:\n    x-frame-options: deny\n", "can not be configured"),
         ("http_server_config:\n  extra: 1\n", "unknown key 'extra'"),
         ("tls_server_config:\n  cert_file: [unclosed\n", "YAML error at line"),
         ("- a list\n", "must be a mapping"),
@@ -169,7 +205,8 @@ def test_bcrypt_variants_accepted(prefix: str) -> None:
         (b"$2y$04$" + b"a" * 53, 4),
         (b"$2b$03$" + b"a" * 53, None),
         (b"$2b$32$" + b"a" * 53, None),
-        (b"$2x$10$" + b"a" * 53, None),
+        (b"$2x$10$" + b"a" * 53, 10),
+        (b"$2$10$" + b"a" * 54, None),
         (b"$2b$10$" + b"a" * 52, None),
         (b"2b$10$" + b"a" * 53, None),
         (b"", None),
@@ -177,3 +214,42 @@ def test_bcrypt_variants_accepted(prefix: str) -> None:
 )
 def test_bcrypt_cost(digest: bytes, cost: int | None) -> None:
     assert bcrypt_cost(digest) == cost
+
+
+_SCALARS = st.one_of(
+    st.text(max_size=12),
+    st.integers(),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(["TLS12", "TLS10", "X25519", "deny", "1s", "$2b$04$" + "a" * 53, "RequestClientCert"]),
+)
+_KEYS = st.sampled_from(
+    ["tls_server_config", "http_server_config", "basic_auth_users", "rate_limit", "cert_file", "cert",
+     "key", "client_auth_type", "client_ca", "min_version", "max_version", "cipher_suites",
+     "curve_preferences", "client_allowed_sans", "headers", "http2", "X-Frame-Options", "interval",
+     "burst", "prefer_server_cipher_suites", "other"]
+)  # fmt: skip
+_DOCS = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_DOCS)
+def test_any_document_is_a_config_or_one_problem(doc: object) -> None:
+    # Whatever the structure, parse() answers with a config or a Problem: never another exception.
+    try:
+        parse(yaml.safe_dump(doc))
+    except Problem as exc:
+        assert "\n" not in str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_is_a_config_or_one_problem(text: str) -> None:
+    try:
+        parse(text)
+    except Problem as exc:
+        assert "\n" not in str(exc)
