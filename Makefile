@@ -8,14 +8,24 @@ VPY := $(VENV)/bin/python
 BUILD := build
 BPF_OBJ := src/retransmon/kernel/retransmon.bpf.o
 BPF_SRC := bpf/retransmon.bpf.c bpf/retransmon.h $(wildcard bpf/*.bpf.h)
+# The object's debug info names the source directory: make it relative, so every checkout of
+# a commit builds the same bytes (and the same wheel and image), given the same kernel BTF.
+BPF_REPRODUCIBLE := -fdebug-prefix-map=$(CURDIR)=.
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
 # Debian packages: BPF toolchain, the test bed (nftables, iproute2, ethtool),
-# Prometheus (server and promtool), tmux for driving `top` in tests.
+# Prometheus (server and promtool), tmux for driving `top` in tests,
+# podman, runc and debootstrap for `make image` and the container tests.
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool nftables iproute2 ethtool \
-	prometheus tmux iperf3 procps openssl systemd
+	prometheus tmux iperf3 procps openssl systemd podman runc debootstrap
 
-.PHONY: setup apt venv bpf run test lint typecheck unit integration bench demo screenshot clean
+# The version is written once, in src/retransmon/__init__.py (pyproject.toml reads it too).
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' src/retransmon/__init__.py)
+WHEEL := dist/retransmon-$(VERSION)-py3-none-any.whl
+# What `make image` builds, and what deploy/kubernetes/daemonset.yaml runs.
+IMAGE ?= localhost/retransmon:$(VERSION)
+
+.PHONY: setup apt venv bpf dist image run test lint typecheck unit integration bench demo screenshot clean
 
 setup: apt venv bpf
 
@@ -45,8 +55,19 @@ $(BUILD)/vmlinux.h:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
 $(BPF_OBJ): $(BPF_SRC) $(BUILD)/vmlinux.h
-	clang -O2 -g -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
+	clang -O2 -g -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) $(BPF_REPRODUCIBLE) \
 		-I$(BUILD) -Ibpf -c bpf/retransmon.bpf.c -o $@.tmp && mv $@.tmp $@
+
+# The sdist and a py3-none-any wheel carrying the compiled CO-RE object (docs/deployment.md).
+dist: setup
+	rm -rf dist
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) \
+		$(VPY) -m build --outdir dist .
+	@ls -l dist
+
+# An OCI image: a cached Debian base (debootstrap) plus the wheel; no compiler inside.
+image: dist
+	bash deploy/image/build.sh $(IMAGE) $(WHEEL)
 
 run: setup
 	$(VENV)/bin/retransmon serve
@@ -80,4 +101,4 @@ screenshot: setup
 	$(VPY) scripts/screenshot.py
 
 clean:
-	rm -rf $(BUILD) $(BPF_OBJ) $(VENV)
+	rm -rf $(BUILD) $(BPF_OBJ) $(VENV) dist

@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.storm import run_storm, storm_bed
 from retransmon.kernel import libbpf
-from retransmon.kernel.skeleton import RetransmonBPF
+from retransmon.kernel.skeleton import PROGRAM_LABELS, SENT_ITERATOR, RetransmonBPF
 
 TARGET_NS = 150.0
 
@@ -33,7 +33,7 @@ def run(seconds: float = 8.0, rounds: int = 3) -> dict[str, Any]:
                         for label in after
                     }
                 )
-            iterator = bpf.run_stats().get("sent_segments_iter")
+            iterator = bpf.run_stats().get(PROGRAM_LABELS[SENT_ITERATOR])
     finally:
         os.close(stats_fd)
     programs: dict[str, dict[str, float]] = {}

@@ -20,9 +20,10 @@ from typing import Any
 from bench.stats import median, spread
 from retransmon.attribution.labels import parse_labels, sent_labels
 from retransmon.export.exposition import AgentExposition
-from retransmon.export.harvester import Losses, Snapshot
+from retransmon.export.harvester import Snapshot
 from retransmon.export.series import SeriesTable
 from retransmon.export.server import MetricsServer
+from retransmon.kernel.tables import Losses
 
 SIZES = (1000, 10000, 100000)
 TARGETS_MS = {10000: 100.0, 100000: 1000.0}

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * Types shared by the kernel side (retransmon.bpf.c) and user space
- * (src/retransmon/flows.py, events.py). Plain __u* fields only, explicit
+ * (src/retransmon/kernel/structs.py). Plain __u* fields only, explicit
  * padding, so both sides agree on every offset; a unit test checks the
  * Python mirrors against the BTF of the compiled object.
  */

@@ -10,7 +10,6 @@ import pytest
 from retransmon.chaos.netns import NetNamespace, read_while_settled
 from retransmon.chaos.testbed import TestBed
 from retransmon.export.agent import Agent, ServeOptions, build_agent
-from retransmon.kernel import libbpf
 from tests.support import AgentProcess, parse_metrics, total
 from tests.support.agent import Sample
 
@@ -44,8 +43,7 @@ def test_full_ring_buffer_counts_losses_and_counting_stays_exact(in_process_agen
     def scrape() -> list[Sample]:
         return parse_metrics(agent.exposition.render("")[0].decode())
 
-    # struct runtime_settings { __u32 events_wanted; __u32 pad; }: ask for events, never consume them.
-    libbpf.map_update(agent.bpf.map_fd("settings"), b"\0\0\0\0", (1).to_bytes(4, "little") + b"\0" * 4)
+    agent.bpf.set_events_wanted(True)  # as trace/top do, but nobody consumes them
     with TestBed(loss_percent=10, offloads=False) as tb:
         kernel0, samples0 = _settled(tb.client, scrape)
         ours0 = total(samples0, SEGMENTS, netns=str(tb.client.inode))
@@ -87,6 +85,7 @@ def test_tiny_flow_table_overflows_exactly_without_capabilities() -> None:
     assert ours == kernel
     assert folded > 0
     assert total(samples1, "retransmon_unaccounted_segments_total") == 0
+    assert total(samples1, "retransmon_unaccounted_events_total") == 0
 
 
 def test_scrapes_racing_harvests_are_consistent() -> None:

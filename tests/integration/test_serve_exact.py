@@ -162,6 +162,7 @@ def test_flow_table_overflow_folds_and_keeps_totals() -> None:
         assert all(s.labels["dst_ip"] == "other" for s in folded)
         assert total(samples, "retransmon_flow_map_capacity") == 4
         assert total(samples, "retransmon_unaccounted_segments_total") == 0
+        assert total(samples, "retransmon_unaccounted_events_total") == 0
 
 
 def test_metrics_pass_promtool(agent: AgentProcess) -> None:

@@ -263,8 +263,6 @@ def test_lost_records_are_reported() -> None:
 
 def test_event_stream_records_every_segment_and_leaves_the_flow_tables_empty() -> None:
     """trace/top read records only: their programs count no flows, which nobody would drain."""
-    from retransmon.attribution.flows import FLOW_KEY, is_meta
-    from retransmon.kernel import libbpf
     from retransmon.live.decode import decode_event
     from retransmon.live.stream import EventStream
 
@@ -278,12 +276,7 @@ def test_event_stream_records_every_segment_and_leaves_the_flow_tables_empty() -
         events = [decode_event(r) for r in records]
         ours = sum(e.segments for e in events if e.flow.netns == tb.client.inode)
         assert stream.bpf.tables is not None
-        flows = [
-            k
-            for fd in stream.bpf.tables.table_fds
-            for k in libbpf.map_keys(fd, FLOW_KEY.size)
-            if not is_meta(k)
-        ]
+        flows = stream.bpf.tables.peek()
     print(f"event stream: RetransSegs {kernel}, records {ours}, flow table entries {len(flows)}")
     assert kernel > 0 and ours == kernel
     assert flows == []

@@ -1,4 +1,5 @@
-"""Python mirror of ``struct flow_key`` / ``struct flow_counts`` and their decoding."""
+"""Flow table entries (``struct flow_key`` / ``struct flow_counts``, mirrored in
+:mod:`retransmon.kernel.structs`) decoded into :class:`Flow` and counts."""
 
 from __future__ import annotations
 
@@ -6,40 +7,17 @@ from dataclasses import dataclass
 
 from retransmon.attribution.addresses import decode_address
 from retransmon.attribution.tcpstates import state_name
-from retransmon.kernel.layout import Field, Layout
-
-KIND_RETRANSMIT = 0
-KIND_SYNACK = 1
-KIND_SENT = 2
-KIND_NAMES = {KIND_RETRANSMIT: "retransmit", KIND_SYNACK: "synack", KIND_SENT: "sent"}
-
-FLOW_COARSE = 0x1
-FLOW_PASSIVE = 0x2
-FLOW_META = 0x80
-
-FLOW_KEY = Layout(
-    "flow_key",
-    [
-        Field("cgroup", "Q"),
-        Field("netns", "I"),
-        Field("family", "H"),
-        Field("state", "B"),
-        Field("kind", "B"),
-        Field("lport", "H"),
-        Field("rport", "H"),
-        Field("flags", "B"),
-        Field("pad", "3s"),
-        Field("laddr", "16s"),
-        Field("raddr", "16s"),
-    ],
+from retransmon.kernel.structs import (
+    FLOW_COARSE,
+    FLOW_COUNTS,
+    FLOW_KEY,
+    FLOW_PASSIVE,
+    KIND_RETRANSMIT,
+    KIND_SENT,
+    KIND_SYNACK,
 )
 
-FLOW_COUNTS = Layout("flow_counts", [Field("events", "Q"), Field("segments", "Q")])
-
-LISTEN_KEY = Layout("listen_key", [Field("netns", "I"), Field("port", "H"), Field("pad", "H")])
-
-META_KEY = FLOW_KEY.pack(0, 0, 0, 0, 0, 0, 0, FLOW_META, b"", b"", b"")
-ZERO_COUNTS = FLOW_COUNTS.pack(0, 0)
+KIND_NAMES = {KIND_RETRANSMIT: "retransmit", KIND_SYNACK: "synack", KIND_SENT: "sent"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +45,6 @@ class Counts:
     def add(self, events: int, segments: int) -> None:
         self.events += events
         self.segments += segments
-
-
-def is_meta(raw_key: bytes) -> bool:
-    return bool(raw_key[FLOW_KEY.offsets["flags"]] & FLOW_META)
 
 
 def decode_flow(raw_key: bytes) -> Flow:

@@ -6,8 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from retransmon.attribution.containers import parse_cgroup_path
-from retransmon.attribution.flows import KIND_NAMES, KIND_SENT, Flow
+from retransmon.attribution.flows import KIND_NAMES, Flow
+from retransmon.attribution.names import NAME_LABELS, ContainerNames, NameResolver
 from retransmon.errors import UsageError
+from retransmon.kernel.structs import KIND_SENT
 
 OTHER = "other"
 
@@ -25,6 +27,9 @@ LABEL_NAMES: tuple[str, ...] = (
     "cgroup",
     "container_id",
     "pod_uid",
+    "container",
+    "pod",
+    "namespace",
 )
 
 DEFAULT_LABELS: tuple[str, ...] = ("ip_version", "src_ip", "dst_ip", "service_port", "state", "kind")
@@ -63,6 +68,7 @@ def sent_labels(labels: tuple[str, ...]) -> tuple[str, ...]:
 
 IsListening = Callable[[int, int], bool]  # (netns inode, port) -> listening?
 CgroupPath = Callable[[int], str]  # cgroup id -> path
+Names = Callable[[int], ContainerNames]  # cgroup id -> container, pod and namespace names
 
 
 SENT = KIND_NAMES[KIND_SENT]
@@ -70,15 +76,21 @@ SENT = KIND_NAMES[KIND_SENT]
 
 @dataclass(frozen=True)
 class Projector:
-    """Maps a flow onto the values of the chosen labels (fewer for segments sent: sent_labels)."""
+    """Maps a flow onto the values of the chosen labels (fewer for segments sent: sent_labels).
+
+    *names* defaults to a NameResolver over *cgroup_path* reading the runtimes' files on this host.
+    """
 
     labels: tuple[str, ...]
     is_listening: IsListening
     cgroup_path: CgroupPath
+    names: Names | None = None
     sent: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sent", sent_labels(self.labels))
+        if self.names is None:
+            object.__setattr__(self, "names", NameResolver(self.cgroup_path))
 
     def service_port(self, flow: Flow) -> str:
         """The server side's port: local if this host listens on it (or accepted the flow), else remote."""
@@ -113,6 +125,8 @@ class Projector:
             return parse_cgroup_path(self.cgroup_path(flow.cgroup)).container_id
         if name == "pod_uid":
             return parse_cgroup_path(self.cgroup_path(flow.cgroup)).pod_uid
+        if name in NAME_LABELS and self.names is not None:
+            return self.names(flow.cgroup).get(name)
         raise KeyError(name)
 
     def project(self, flow: Flow) -> tuple[str, ...]:

@@ -11,11 +11,9 @@ from retransmon.commands import args as common
 from retransmon.errors import RetransmonError
 from retransmon.kernel import capabilities, libbpf
 from retransmon.kernel.features import VMLINUX_BTF, KernelFeatures, probe
-from retransmon.kernel.skeleton import PRIVILEGE_FIX, ProgramOptions, RetransmonBPF
+from retransmon.kernel.skeleton import ProgramOptions, RetransmonBPF
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
-
-CAPABILITIES = {21: "CAP_SYS_ADMIN", 38: "CAP_PERFMON", 39: "CAP_BPF", 12: "CAP_NET_ADMIN"}
 
 
 @dataclass(frozen=True)
@@ -24,18 +22,6 @@ class Finding:
     item: str
     detail: str
     fix: str = ""
-
-
-def effective_capabilities(status_path: str = "/proc/self/status") -> set[str]:
-    try:
-        with open(status_path) as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    eff = int(line.split()[1], 16)
-                    return {name for bit, name in CAPABILITIES.items() if eff & (1 << bit)}
-    except OSError:
-        pass
-    return set()
 
 
 def _read_sysctl(name: str) -> str | None:
@@ -59,7 +45,12 @@ def privilege_findings(caps: capabilities.CapSets, uid: int) -> list[Finding]:
         out.append(Finding(OK, "privileges", f"uid {uid}, capabilities: {shown}"))
     else:
         out.append(
-            Finding(FAIL, "privileges", f"uid {uid}, capabilities: {shown}: BPF needs more", PRIVILEGE_FIX)
+            Finding(
+                FAIL,
+                "privileges",
+                f"uid {uid}, capabilities: {shown}: BPF needs more",
+                capabilities.PRIVILEGE_FIX,
+            )
         )
     covered_by_admin = "CAP_SYS_ADMIN" in held
     for cap, cost in capabilities.COSTS.items():

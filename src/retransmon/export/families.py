@@ -118,6 +118,13 @@ HEALTH: tuple[HealthFamily, ...] = (
         _one(lambda snap: snap.losses.events_lost),
     ),
     HealthFamily(
+        "retransmon_unaccounted_events",
+        "counter",
+        "Retransmit events with no room in the flow table, not even in its reserve for folds: "
+        "tcp_retransmissions_total misses them.",
+        _one(lambda snap: snap.losses.unaccounted_events),
+    ),
+    HealthFamily(
         "retransmon_unaccounted_segments",
         "counter",
         "Retransmitted segments with no room in the flow table, not even in its reserve for folds.",

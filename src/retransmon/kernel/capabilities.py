@@ -155,8 +155,17 @@ def current(status_path: str = "/proc/thread-self/status") -> CapSets:
         return CapSets(0, 0, 0)
 
 
+# What to do when has_bpf_privileges() is false.
+PRIVILEGE_FIX = (
+    "run as root, or grant CAP_BPF and CAP_PERFMON (Linux 5.8+), e.g. "
+    "setpriv --inh-caps=+bpf,+perfmon --ambient-caps=+bpf,+perfmon, "
+    "or AmbientCapabilities=CAP_BPF CAP_PERFMON in the systemd unit"
+)
+
+
 def has_bpf_privileges(caps: CapSets | None = None) -> bool:
-    """CAP_BPF and CAP_PERFMON in the effective set, or CAP_SYS_ADMIN which covers both."""
+    """The one privilege check: CAP_BPF and CAP_PERFMON in this thread's effective set, or
+    CAP_SYS_ADMIN, which covers both (and is the only way before Linux 5.8)."""
     eff = (caps or current()).effective
     want = mask_of(*REQUIRED)
     return eff & want == want or bool(eff & (1 << CAP_SYS_ADMIN))

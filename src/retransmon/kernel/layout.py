@@ -1,9 +1,10 @@
-"""Fixed binary layouts of the structs in bpf/retransmon.h, described in Python.
+"""How a C struct's fixed binary layout is described in Python (Field, Layout).
 
 A :class:`Layout` lists a C struct's fields in order with their ``struct``
 module codes; offsets are the running sums of sizes, so the C side must pad
-explicitly (it does). ``tests/unit/test_layout_btf.py`` compares each layout
-with the struct's BTF in the compiled object, so the two cannot drift.
+explicitly (it does). The layouts themselves are in :mod:`retransmon.kernel.structs`;
+``tests/unit/kernel/test_layout_btf.py`` compares each with the struct's BTF in the
+compiled object, so the two cannot drift.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Thin typed binding to the system's libbpf (Debian's libbpf1, ``libbpf.so.1``).
 
-This is the only module that touches ctypes. Everything it hands out is plain
+With capabilities.py, the only code that touches ctypes (nothing outside the
+kernel package imports it). Everything it hands out is plain
 Python: ints, bytes, strings and small dataclasses. Functions raise
 :class:`LibbpfError` (an ``OSError`` with the errno libbpf returned) on failure.
 libbpf's own log goes to the ``retransmon.libbpf`` logger; the most recent
@@ -607,6 +608,17 @@ class Btf:
             name = (self._lib.btf__name_by_offset(self._btf(), name_off) or b"").decode()
             out.append(BtfMember(name, type_, bit_offset))
         return out
+
+    def int_signed(self, type_id: int) -> bool:
+        """Whether a BTF_KIND_INT is signed (BTF_INT_SIGNED in its encoding)."""
+        ptr, _info = self._raw(type_id)
+        return bool((ctypes.c_uint32.from_address(ptr + 12).value >> 24) & 0x1)
+
+    def array(self, type_id: int) -> tuple[int, int]:
+        """(element type id, element count) of a BTF_KIND_ARRAY."""
+        ptr, _info = self._raw(type_id)
+        # struct btf_array {type, index_type, nelems} follows struct btf_type.
+        return ctypes.c_uint32.from_address(ptr + 12).value, ctypes.c_uint32.from_address(ptr + 20).value
 
     def params(self, proto_id: int) -> list[int]:
         """Parameter type ids of a FUNC_PROTO."""

@@ -12,6 +12,11 @@ for live sockets with an iterator over every process's open files that user
 space runs before each harvest (:meth:`RetransmonBPF.collect_sent`). Closing
 always destroys every link and the object, so the kernel keeps nothing: no
 program, map or link is pinned.
+
+Like a libbpf skeleton, this is the one place that knows the object's maps and
+programs by name: they are resolved once, at load, into typed attributes
+(:class:`Maps`, :class:`~retransmon.kernel.tables.FlowTables`); everything
+else goes through those.
 """
 
 from __future__ import annotations
@@ -19,15 +24,17 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from importlib import resources
 from types import TracebackType
 
 from retransmon import defaults
-from retransmon.attribution.flows import META_KEY, ZERO_COUNTS
 from retransmon.errors import EnvironmentProblem, UsageError
-from retransmon.kernel import libbpf
+from retransmon.kernel import capabilities, libbpf
 from retransmon.kernel.features import KernelFeatures, probe
+from retransmon.kernel.structs import RUNTIME_SETTINGS, ZERO_U32
+from retransmon.kernel.tables import FlowTables, TableFds
 
 log = logging.getLogger(__name__)
 
@@ -126,25 +133,62 @@ class AttachedProgram:
     link: libbpf.Link | None
 
 
-@dataclass
-class FlowTables:
-    """File descriptors of the double-buffered flow tables."""
+@dataclass(frozen=True)
+class Maps:
+    """Every map user space touches, by its name in bpf/retransmon.bpf.c, resolved once at open.
 
-    outer_fd: int
-    table_fds: tuple[int, int]
-    max_entries: int
-    live: int = 0  # index into table_fds of the table in outer[0]
+    The handles are the object's: valid until :meth:`RetransmonBPF.close`.
+    """
+
+    flow_tables: libbpf.Map  # one-slot array of maps: the flow table the programs write to
+    flows_a: libbpf.Map
+    flows_b: libbpf.Map
+    listeners: libbpf.Map  # listening ports per network namespace
+    sent_states: libbpf.Map  # per-socket baselines of segments sent
+    events: libbpf.Map  # the ring buffer of struct retrans_event
+    settings: libbpf.Map  # struct runtime_settings, one entry
+    losses: libbpf.Map  # struct loss_counts per CPU
+
+    @classmethod
+    def resolve(cls, obj: libbpf.Object) -> Maps:
+        return cls(**{f.name: obj.map(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Rodata:
+    """The programs' ``const volatile`` settings, by their names in the C source; fixed at load."""
+
+    has_err_arg: bool  # the tracepoint reports failed attempts (err argument)
+    use_sk_storage: bool  # per-socket state: exact counting, segments sent
+    has_sk_cgroup: bool  # sock_cgroup_data has a cgroup pointer
+    flow_capacity: int  # flows per table before new ones fold into coarse keys
+    count_flows: bool  # False: records only (trace, top)
+
+    def write(self, obj: libbpf.Object) -> None:
+        """Into the opened, not yet loaded, object's .rodata, where its BTF says each one is."""
+        btf = obj.btf()
+        sec = btf.find(".rodata", libbpf.BTF_KIND_DATASEC)
+        if sec is None:
+            raise libbpf.LibbpfError("BPF object has no .rodata", errno.ENOENT)
+        layout = btf.datasec_vars(sec)
+        for f in fields(self):
+            offset, size = layout[f.name]
+            obj.set_rodata(offset, int(getattr(self, f.name)).to_bytes(size, "little"))
+
+
+@dataclass(frozen=True)
+class KernelStatus:
+    """The loaded programs' health, for the agent's own metrics."""
+
+    hooks: str  # the hook plan in use, "none" when detached
+    exact: bool
+    attached: dict[str, bool]  # every program label, whether it is attached
+    recursion_misses: dict[str, int]  # runs the kernel skipped, per program label
+    flow_capacity: int
 
 
 def _needs_privilege(err: int | None) -> bool:
     return err in (errno.EPERM, errno.EACCES)
-
-
-PRIVILEGE_FIX = (
-    "run as root, or grant CAP_BPF and CAP_PERFMON (Linux 5.8+), e.g. "
-    "setpriv --inh-caps=+bpf,+perfmon --ambient-caps=+bpf,+perfmon, "
-    "or AmbientCapabilities=CAP_BPF CAP_PERFMON in the systemd unit"
-)
 
 
 class RetransmonBPF:
@@ -157,7 +201,9 @@ class RetransmonBPF:
         self.rejected: list[tuple[str, str]] = []  # (plan, reason) tried before the chosen one
         self.programs: list[AttachedProgram] = []
         self._obj: libbpf.Object | None = None
+        self.maps: Maps | None = None
         self.tables: FlowTables | None = None
+        self._sent_iterator: libbpf.Link | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -181,9 +227,9 @@ class RetransmonBPF:
                 self._attach(plan)
             except libbpf.LibbpfError as exc:
                 self.close()
-                if _needs_privilege(exc.errno) and os.geteuid() != 0 and not _has_caps():
+                if _needs_privilege(exc.errno) and not capabilities.has_bpf_privileges():
                     raise EnvironmentProblem(
-                        f"not allowed to load BPF programs ({exc.strerror})", fix=PRIVILEGE_FIX
+                        f"not allowed to load BPF programs ({exc.strerror})", fix=capabilities.PRIVILEGE_FIX
                     ) from None
                 reason = _explain(exc)
                 log.info("hook plan %s not usable: %s", plan.name, reason)
@@ -199,7 +245,9 @@ class RetransmonBPF:
             return
         assert last is not None
         if _needs_privilege(last.errno):
-            raise EnvironmentProblem(f"not allowed to load BPF programs ({last.strerror})", fix=PRIVILEGE_FIX)
+            raise EnvironmentProblem(
+                f"not allowed to load BPF programs ({last.strerror})", fix=capabilities.PRIVILEGE_FIX
+            )
         raise EnvironmentProblem(
             "the kernel refused every way of loading retransmon's BPF programs: "
             + "; ".join(f"{name}: {why}" for name, why in self.rejected),
@@ -214,51 +262,44 @@ class RetransmonBPF:
         wanted = {*plan.programs, *plan.iterators}
         for prog in obj.programs():
             prog.set_autoload(prog.name in wanted)
-        with_storage = plan.sk_storage
-        self._set_rodata(
-            obj,
+        Rodata(
             has_err_arg=self.features.retransmit_has_err,
-            use_sk_storage=with_storage,
+            use_sk_storage=plan.sk_storage,
             has_sk_cgroup=self.features.sk_cgroup_pointer,
             flow_capacity=self.options.flow_capacity,
             count_flows=self.options.count_flows,
-        )
+        ).write(obj)
+        maps = Maps.resolve(obj)
         size = self.options.flow_capacity + self.options.coarse_reserve + 1
-        for name in ("flows_a", "flows_b"):
-            obj.map(name).set_max_entries(size)
-        obj.map("sent_states").set_max_entries(self.options.socket_capacity)
-        obj.map("events").set_max_entries(_ring_size(self.options.ring_buffer_bytes))
+        maps.flows_a.set_max_entries(size)
+        maps.flows_b.set_max_entries(size)
+        maps.sent_states.set_max_entries(self.options.socket_capacity)
+        maps.events.set_max_entries(_ring_size(self.options.ring_buffer_bytes))
         obj.load()
-        self.tables = FlowTables(
-            outer_fd=obj.map("flow_tables").fd,
-            table_fds=(obj.map("flows_a").fd, obj.map("flows_b").fd),
-            max_entries=size,
+        self.maps = maps
+        fds = TableFds(
+            outer=maps.flow_tables.fd,
+            tables=(maps.flows_a.fd, maps.flows_b.fd),
+            listeners=maps.listeners.fd,
+            losses=maps.losses.fd,
         )
-        for fd in self.tables.table_fds:
-            libbpf.map_update(fd, META_KEY, ZERO_COUNTS)
-
-    @staticmethod
-    def _set_rodata(obj: libbpf.Object, **values: int | bool) -> None:
-        btf = obj.btf()
-        sec = btf.find(".rodata", libbpf.BTF_KIND_DATASEC)
-        if sec is None:
-            raise libbpf.LibbpfError("BPF object has no .rodata", errno.ENOENT)
-        layout = btf.datasec_vars(sec)
-        for name, value in values.items():
-            offset, size = layout[name]
-            obj.set_rodata(offset, int(value).to_bytes(size, "little"))
+        self.tables = FlowTables(fds, size, self.collect_sent)
+        self.tables.reset()
 
     def _attach(self, plan: HookPlan) -> None:
         assert self._obj is not None
+        by_name = {prog.name: prog for prog in self._obj.programs()}  # resolved once
         for name in plan.programs:
-            prog = self._obj.program(name)
+            prog = by_name[name]
             link = prog.attach()
             self.programs.append(AttachedProgram(name, PROGRAM_LABELS[name], prog.fd, link))
         for name in plan.iterators:
-            prog = self._obj.program(name)
+            prog = by_name[name]
             link = prog.attach_iter()
             self.programs.append(AttachedProgram(name, PROGRAM_LABELS[name], prog.fd, link))
-        if SENT_ITERATOR in plan.iterators:
+            if name == SENT_ITERATOR:
+                self._sent_iterator = link
+        if self._sent_iterator is not None:
             # After the hooks, so sockets born from now on take their baselines at birth:
             # the first run gives every older socket (any namespace) a baseline.
             self.collect_sent()
@@ -270,7 +311,9 @@ class RetransmonBPF:
                 p.link.destroy()
                 p.link = None
         self.programs = []
+        self._sent_iterator = None
         self.tables = None
+        self.maps = None
         if self._obj is not None:
             self._obj.close()
             self._obj = None
@@ -279,25 +322,38 @@ class RetransmonBPF:
 
     def collect_sent(self) -> bool:
         """Account live sockets' sent segments into the live flow table; False without the iterator."""
-        for p in self.programs:
-            if p.name == SENT_ITERATOR and p.link is not None:
-                p.link.run_iterator()
-                return True
-        return False
+        if self._sent_iterator is None:
+            return False
+        self._sent_iterator.run_iterator()
+        return True
 
     def maps_accessible(self) -> bool:
         """Whether this process can still read the flow tables (a probe after dropping capabilities)."""
-        if self.tables is None:
-            return False
-        try:
-            return libbpf.map_lookup(self.tables.table_fds[0], META_KEY, len(ZERO_COUNTS)) is not None
-        except libbpf.LibbpfError:
-            return False
+        return self.tables is not None and self.tables.readable()
 
-    def map_fd(self, name: str) -> int:
-        if self._obj is None:
+    def _loaded(self) -> Maps:
+        if self.maps is None:
             raise ValueError("BPF object is not loaded")
-        return self._obj.map(name).fd
+        return self.maps
+
+    def set_events_wanted(self, wanted: bool) -> None:
+        """Switch the per-event ring buffer records on (a reader is attached) or off."""
+        settings = RUNTIME_SETTINGS.pack(int(wanted), 0)
+        libbpf.map_update(self._loaded().settings.fd, ZERO_U32, settings)
+
+    def open_ring_buffer(self, on_record: Callable[[bytes], None]) -> libbpf.RingBuffer:
+        """A reader of the ring buffer handing each record's bytes (struct retrans_event) to on_record."""
+        return libbpf.RingBuffer(self._loaded().events.fd, on_record)
+
+    def status(self) -> KernelStatus:
+        attached = {p.label for p in self.programs}
+        return KernelStatus(
+            hooks=self.plan.name if self.plan else "none",
+            exact=self.exact,
+            attached={label: label in attached for label in sorted(set(PROGRAM_LABELS.values()))},
+            recursion_misses=self.recursion_misses() if self.programs else {},
+            flow_capacity=self.options.flow_capacity,
+        )
 
     def recursion_misses(self) -> dict[str, int]:
         """Runs the kernel skipped, per program label (nested on the same CPU)."""
@@ -326,19 +382,6 @@ def _ring_size(requested: int) -> int:
     while size < requested:
         size *= 2
     return size
-
-
-def _has_caps() -> bool:
-    """Whether this process holds CAP_BPF (39) and CAP_PERFMON (38) in its effective set."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    eff = int(line.split()[1], 16)
-                    return bool(eff & (1 << 39)) and bool(eff & (1 << 38))
-    except OSError:
-        pass
-    return False
 
 
 def _explain(exc: libbpf.LibbpfError) -> str:

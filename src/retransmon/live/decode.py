@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 from retransmon.attribution.addresses import decode_address
 from retransmon.attribution.flows import KIND_NAMES
 from retransmon.attribution.tcpstates import state_name
-from retransmon.live.events import EVENT_RECONCILED, RETRANS_EVENT
+from retransmon.kernel.structs import EVENT_RECONCILED, RETRANS_EVENT
 
 _OFF = RETRANS_EVENT.offsets
 # The per-record fields (ts_ns, segments, flags) in one unpack, skipping the rest.

@@ -14,10 +14,8 @@ from collections.abc import Callable
 from types import TracebackType
 
 from retransmon import defaults
-from retransmon.export.harvester import LOSS_COUNTS, ZERO_U32
 from retransmon.kernel import capabilities, libbpf
 from retransmon.kernel.skeleton import ProgramOptions, RetransmonBPF
-from retransmon.live.events import RUNTIME_SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +27,7 @@ class EventStream:
     """Attached programs with a ring buffer reader; use as a context manager.
 
     *on_record* is called with the bytes of every record (a struct retrans_event, see
-    retransmon.live.events), from :meth:`poll`, in the caller's thread.
+    retransmon.live.decode), from :meth:`poll`, in the caller's thread.
     """
 
     def __init__(
@@ -65,17 +63,14 @@ class EventStream:
     def start(self) -> None:
         self.bpf.start()
         try:
-            self._ring = libbpf.RingBuffer(self.bpf.map_fd("events"), self._on_record)
-            self._set_wanted(True)
+            self._ring = self.bpf.open_ring_buffer(self._on_record)
+            self.bpf.set_events_wanted(True)
             if self._drop_capabilities:
                 # Attached and reading: the ring buffer, the settings map and detaching need none.
                 capabilities.drop_and_log(self.bpf.maps_accessible)
         except BaseException:
             self.close()
             raise
-
-    def _set_wanted(self, wanted: bool) -> None:
-        libbpf.map_update(self.bpf.map_fd("settings"), ZERO_U32, RUNTIME_SETTINGS.pack(int(wanted), 0))
 
     def poll(self, timeout_ms: int) -> int:
         """Hand every waiting record to on_record, waiting up to timeout_ms for the first.
@@ -93,14 +88,15 @@ class EventStream:
 
     def lost(self) -> int:
         """Records the kernel could not write because the ring buffer was full, all CPUs."""
-        per_cpu = libbpf.map_lookup_percpu(self.bpf.map_fd("losses"), ZERO_U32, LOSS_COUNTS.size)
-        return sum(int(LOSS_COUNTS.unpack(raw)[0]) for raw in per_cpu or [])
+        if self.bpf.tables is None:
+            raise ValueError("event stream is closed")
+        return self.bpf.tables.losses().events_lost
 
     def stop(self) -> None:
         """Switch records off and consume what is already in the ring buffer."""
         if self._ring is None:
             return
-        self._set_wanted(False)
+        self.bpf.set_events_wanted(False)
         while self._ring.poll(0) > 0:
             pass
 

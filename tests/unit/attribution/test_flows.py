@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from retransmon.attribution.addresses import AF_INET, AF_INET6, decode_address, encode_address
-from retransmon.attribution.flows import (
+from retransmon.attribution.flows import decode_counts, decode_flow
+from retransmon.attribution.tcpstates import TCP_STATES, state_name
+from retransmon.kernel.structs import (
     FLOW_COARSE,
     FLOW_COUNTS,
     FLOW_KEY,
@@ -20,11 +22,8 @@ from retransmon.attribution.flows import (
     KIND_SYNACK,
     META_KEY,
     ZERO_COUNTS,
-    decode_counts,
-    decode_flow,
     is_meta,
 )
-from retransmon.attribution.tcpstates import TCP_STATES, state_name
 
 
 def _key(

@@ -250,8 +250,11 @@ def test_fold_replaces_exactly_the_endpoint_labels() -> None:
         "/a",
         "c0ffee",
         "pod-uid",
+        "web",
+        "web-0",
+        "shop",
     )
-    assert LABEL_NAMES[-2:] == ("container_id", "pod_uid")
+    assert LABEL_NAMES[-5:] == ("container_id", "pod_uid", "container", "pod", "namespace")
     assert fold(LABEL_NAMES, values) == (
         "4",
         OTHER,
@@ -265,6 +268,9 @@ def test_fold_replaces_exactly_the_endpoint_labels() -> None:
         "/a",
         "c0ffee",
         "pod-uid",
+        "web",
+        "web-0",
+        "shop",
     )
 
 

@@ -79,5 +79,6 @@ def test_folding_keeps_attribution_labels() -> None:
 
 def test_parse_labels_accepts_the_container_labels_and_rejects_others() -> None:
     assert parse_labels("default,container_id,pod_uid") == (*DEFAULT_LABELS, "container_id", "pod_uid")
-    with pytest.raises(UsageError, match="container"):
-        parse_labels("container")
+    assert parse_labels("container,pod,namespace") == ("container", "pod", "namespace")
+    with pytest.raises(UsageError, match="container_name"):
+        parse_labels("container_name")

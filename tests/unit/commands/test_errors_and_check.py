@@ -9,19 +9,10 @@ import pytest
 
 from retransmon import cli
 from retransmon.commands import check as check_command
-from retransmon.commands.check import (
-    CAPABILITIES,
-    FAIL,
-    OK,
-    WARN,
-    Finding,
-    effective_capabilities,
-    ready,
-    render,
-)
+from retransmon.commands.check import FAIL, OK, WARN, Finding, ready, render
 from retransmon.defaults import HOOK_MODES
 from retransmon.errors import EnvironmentProblem, RetransmonError, UsageError
-from retransmon.kernel import capabilities
+from retransmon.kernel.capabilities import current, has_bpf_privileges
 from retransmon.kernel.features import KernelFeatures
 from retransmon.kernel.skeleton import (
     PROGRAM_LABELS,
@@ -119,40 +110,29 @@ NoNewPrivs:\t0
 
 
 @pytest.mark.parametrize(
-    ("eff", "expected"),
+    ("eff", "privileged"),
     [
-        ("0000000000000000", set()),
-        ("000001ffffffffff", {"CAP_SYS_ADMIN", "CAP_PERFMON", "CAP_BPF", "CAP_NET_ADMIN"}),
-        ("000000c000000000", {"CAP_PERFMON", "CAP_BPF"}),  # bits 38 and 39
-        ("0000008000000000", {"CAP_BPF"}),
-        ("0000000000200000", {"CAP_SYS_ADMIN"}),  # bit 21
-        ("0000000000001000", {"CAP_NET_ADMIN"}),  # bit 12
-        ("00000000a80425fb", set()),  # Docker's default set: none of these
+        ("0000000000000000", False),
+        ("000001ffffffffff", True),
+        ("000000c000000000", True),  # CAP_PERFMON and CAP_BPF (bits 38, 39)
+        ("0000008000000000", False),  # CAP_BPF alone
+        ("0000000000200000", True),  # CAP_SYS_ADMIN (bit 21) covers both
+        ("0000000000001000", False),  # CAP_NET_ADMIN
+        ("00000000a80425fb", False),  # Docker's default set
     ],
 )
-def test_effective_capabilities(tmp_path: Path, eff: str, expected: set[str]) -> None:
+def test_privilege_check_reads_the_effective_set(tmp_path: Path, eff: str, privileged: bool) -> None:
     status = tmp_path / "status"
-    # CapPrm differs from CapEff: only the effective set counts.
+    # CapPrm holds everything: only the effective set counts.
     status.write_text(STATUS.format(prm="000001ffffffffff", eff=eff))
-    assert effective_capabilities(str(status)) == expected
+    assert has_bpf_privileges(current(str(status))) is privileged
 
 
-def test_effective_capabilities_missing_file(tmp_path: Path) -> None:
-    assert effective_capabilities(str(tmp_path / "nope")) == set()
-
-
-def test_effective_capabilities_no_capeff_line(tmp_path: Path) -> None:
+def test_privilege_check_without_status_or_capeff_line(tmp_path: Path) -> None:
     status = tmp_path / "status"
     status.write_text("Name:\tx\nCapPrm:\t000001ffffffffff\n")
-    assert effective_capabilities(str(status)) == set()
-
-
-def test_effective_capabilities_agree_with_the_kernel_boundary() -> None:
-    # check's bit numbers are the kernel's (capability.h, as kernel.capabilities spells them) ...
-    assert {bit: capabilities.CAP_NAMES[bit] for bit in CAPABILITIES} == CAPABILITIES
-    # ... and read this process's default status file the same way.
-    held = capabilities.current("/proc/self/status").effective_names()
-    assert effective_capabilities() == held & set(CAPABILITIES.values())
+    assert not has_bpf_privileges(current(str(status)))
+    assert not has_bpf_privileges(current(str(tmp_path / "nope")))
 
 
 def test_render_aligns_and_shows_fixes() -> None:

@@ -11,6 +11,10 @@ from typing import Any
 
 import yaml
 
+from retransmon import __version__
+from retransmon.attribution.labels import parse_labels
+from retransmon.attribution.names import CONTAINERD_TASKS, STORAGE_DIRS
+
 ROOT = Path(__file__).resolve().parents[3]
 UNIT = ROOT / "deploy" / "systemd" / "retransmon.service"
 K8S = ROOT / "deploy" / "kubernetes"
@@ -90,3 +94,41 @@ def test_podmonitor_scrapes_the_daemonset() -> None:
     port_names = {p["name"] for p in ds["spec"]["template"]["spec"]["containers"][0]["ports"]}
     assert {e["port"] for e in pm["spec"]["podMetricsEndpoints"]} <= port_names
     assert pm["metadata"]["namespace"] == ds["metadata"]["namespace"]
+
+
+def _daemonset_pod() -> dict[str, Any]:
+    (ds,) = [d for d in _documents() if d["kind"] == "DaemonSet"]
+    pod: dict[str, Any] = ds["spec"]["template"]["spec"]
+    return pod
+
+
+def test_daemonset_runs_the_image_make_image_builds() -> None:
+    out = subprocess.run(
+        ["make", "-s", "--no-print-directory", "--eval", "print-image: ; @echo $(IMAGE)", "print-image"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (container,) = _daemonset_pod()["containers"]
+    assert container["image"] == out.stdout.strip()
+    assert container["image"].endswith(":" + __version__)
+
+
+def test_daemonset_labels_series_with_containers_and_pods() -> None:
+    (container,) = _daemonset_pod()["containers"]
+    (labels_arg,) = [a for a in container["args"] if a.startswith("--labels=")]
+    labels = parse_labels(labels_arg.removeprefix("--labels="))
+    assert {"container_id", "pod_uid", "container", "pod", "namespace"} <= set(labels)
+
+
+def test_daemonset_mounts_what_attribution_reads_read_only() -> None:
+    pod = _daemonset_pod()
+    host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    (container,) = pod["containers"]
+    mounted = {m["name"]: m for m in container["volumeMounts"]}
+    for name, path in host_paths.items():
+        assert mounted[name]["readOnly"] is True, name
+        assert mounted[name]["mountPath"] == path, "the name lookup reads the node's paths as they are"
+    # The cgroup tree and every directory the name lookup reads bundles from.
+    assert set(host_paths.values()) == {"/sys/fs/cgroup", "/" + CONTAINERD_TASKS, "/" + STORAGE_DIRS[0]}

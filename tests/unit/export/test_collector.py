@@ -9,7 +9,6 @@ from __future__ import annotations
 import platform
 import shutil
 import subprocess
-import types
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -22,22 +21,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from retransmon import __version__
 from retransmon.attribution.addresses import encode_address
-from retransmon.attribution.flows import (
-    FLOW_COUNTS,
-    FLOW_KEY,
-    KIND_RETRANSMIT,
-    KIND_SENT,
-    KIND_SYNACK,
-    META_KEY,
-)
 from retransmon.attribution.labels import DEFAULT_LABELS, Projector, parse_labels, sent_labels
 from retransmon.attribution.listening import ListeningPorts
-from retransmon.export import harvester as harvester_mod
 from retransmon.export.collector import RetransmonCollector
 from retransmon.export.families import HEALTH, SERIES
-from retransmon.export.harvester import LOSS_COUNTS, Harvester, Losses, Snapshot
+from retransmon.export.harvester import Harvester, Snapshot
 from retransmon.export.series import Sample, SeriesTable
-from retransmon.kernel.skeleton import FlowTables
+from retransmon.kernel.structs import FLOW_COUNTS, FLOW_KEY, KIND_RETRANSMIT, KIND_SENT, KIND_SYNACK
+from retransmon.kernel.tables import Losses
+from tests.support.fakekernel import FakeBPF, FakeFlowTables
 
 LABELS = DEFAULT_LABELS  # ip_version, src_ip, dst_ip, service_port, state, kind
 SENT_LABELS = sent_labels(LABELS)
@@ -164,6 +156,7 @@ def test_no_recursion_misses_series_when_detached() -> None:
     ("name", "value"),
     [
         ("retransmon_events_lost_total", 5),
+        ("retransmon_unaccounted_events_total", 2),
         ("retransmon_unaccounted_segments_total", 9),
         ("retransmon_untracked_sockets_total", 6),
         ("retransmon_flow_map_entries", 42),
@@ -187,6 +180,7 @@ def test_health_values(name: str, value: float) -> None:
         ("retransmon_bpf_program_attached", "gauge"),
         ("retransmon_bpf_recursion_misses", "counter"),
         ("retransmon_events_lost", "counter"),
+        ("retransmon_unaccounted_events", "counter"),
         ("retransmon_unaccounted_segments", "counter"),
         ("retransmon_untracked_sockets", "counter"),
         ("retransmon_flow_map_entries", "gauge"),
@@ -233,6 +227,7 @@ def test_text_exposition_round_trip() -> None:
         "retransmon_flow_map_entries",
         "retransmon_flow_map_capacity",
         "retransmon_series_overflow",
+        "retransmon_unaccounted_events",
         "retransmon_unaccounted_segments",
     ):
         assert name in parsed, name
@@ -321,56 +316,18 @@ def _flow_key(kind: int, state: int, src: str, dst: str, *, lport: int, rport: i
     return FLOW_KEY.pack(0, NETNS, fam, state, kind, lport, rport, 0, b"", laddr, raddr)
 
 
-class _FakeBPF:
-    """The parts of RetransmonBPF a Harvester touches."""
-
-    def __init__(self) -> None:
-        self.tables: FlowTables | None = FlowTables(outer_fd=3, table_fds=(4, 5), max_entries=64)
-        self.programs: list[object] = []
-        self.plan = None
-        self.exact = False
-        self.options = types.SimpleNamespace(flow_capacity=64)
-
-    def map_fd(self, name: str) -> int:
-        return {"losses": 6, "listeners": 7}[name]
-
-    def collect_sent(self) -> None:
-        """The real one runs the segments-sent iterator into the live table."""
-
-
-def _fake_libbpf(batches: list[list[tuple[bytes, bytes]]], listeners: list[bytes]) -> types.SimpleNamespace:
-    def drain(_fd: int, _ks: int, _vs: int, _max: int) -> list[tuple[bytes, bytes]]:
-        return batches.pop(0) if batches else []
-
-    def noop(*_args: object) -> None:
-        return None
-
-    def losses(_fd: int, _key: bytes, _size: int) -> list[bytes]:
-        return [LOSS_COUNTS.pack(1, 0, 2, 5), LOSS_COUNTS.pack(3, 0, 4, 0)]
-
-    def keys(fd: int, _size: int) -> list[bytes]:
-        return listeners if fd == 7 else []
-
-    return types.SimpleNamespace(
-        map_update=noop,
-        map_lookup_and_delete_batch=drain,
-        map_lookup_percpu=losses,
-        map_keys=keys,
-        LibbpfError=OSError,
-    )
+LOSSES = Losses(events_lost=4, unaccounted_events=3, unaccounted_segments=6, untracked_sockets=5)
 
 
 def _harvester(
-    monkeypatch: pytest.MonkeyPatch,
     labels: tuple[str, ...],
     batches: list[list[tuple[bytes, bytes]]],
     max_series: int = 100,
 ) -> tuple[Harvester, Callable[[], Snapshot]]:
-    monkeypatch.setattr(harvester_mod, "libbpf", _fake_libbpf(batches, []))
     listening = ListeningPorts()
     projector = Projector(labels, listening, lambda _cid: "/")
     h = Harvester(
-        _FakeBPF(),  # type: ignore[arg-type]
+        FakeBPF(FakeFlowTables(batches, LOSSES, {(NETNS, 8080)})),
         projector,
         retransmits=SeriesTable(labels, max_series),
         sent=SeriesTable(sent_labels(labels), max_series),
@@ -379,17 +336,16 @@ def _harvester(
     return h, h.snapshot
 
 
-def test_harvest_feeds_retransmit_series_and_losses(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_harvest_feeds_retransmit_series_and_losses() -> None:
     labels = parse_labels("dst_ip,kind,state")
     batch = [
-        (META_KEY, FLOW_COUNTS.pack(2, 0)),  # bookkeeping entry, not a flow
         (
             _flow_key(KIND_RETRANSMIT, 1, "10.0.0.1", "10.0.0.2", lport=40000, rport=80),
             FLOW_COUNTS.pack(2, 9),
         ),
         (_flow_key(KIND_SYNACK, 12, "10.0.0.1", "10.0.0.3", lport=80, rport=50000), FLOW_COUNTS.pack(1, 1)),
     ]
-    _, snapshot = _harvester(monkeypatch, labels, [batch])
+    _, snapshot = _harvester(labels, [batch])
     snap = snapshot()  # harvests once; every get_sample_value below collects again
     registry = CollectorRegistry()
     registry.register(RetransmonCollector(lambda: snap, labels))
@@ -397,8 +353,9 @@ def test_harvest_feeds_retransmit_series_and_losses(monkeypatch: pytest.MonkeyPa
     seg = "tcp_retransmitted_segments_total"
     assert get(seg, {"dst_ip": "10.0.0.2", "kind": "retransmit", "state": "established"}) == 9
     assert get(seg, {"dst_ip": "10.0.0.3", "kind": "synack", "state": "new_syn_recv"}) == 1
-    assert get("retransmon_flow_map_entries") == 2  # the meta entry is not a flow
-    assert get("retransmon_events_lost_total") == 4  # summed over CPUs
+    assert get("retransmon_flow_map_entries") == 2
+    assert get("retransmon_events_lost_total") == 4
+    assert get("retransmon_unaccounted_events_total") == 3
     assert get("retransmon_unaccounted_segments_total") == 6
     assert get("retransmon_untracked_sockets_total") == 5
     assert get("retransmon_harvests_total") == 1
@@ -422,18 +379,18 @@ def test_harvest_feeds_retransmit_series_and_losses(monkeypatch: pytest.MonkeyPa
     assert get("retransmon_harvests_total") == 2
 
 
-def test_harvest_sent_series_use_sent_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_harvest_sent_series_use_sent_labels() -> None:
     # Segments-sent keys (kind 2) must be projected onto the sent labels (no state, no kind).
     labels = parse_labels("state,dst_ip,kind")
     batch = [
         (_flow_key(KIND_SENT, 0, "10.0.0.1", "10.0.0.2", lport=40000, rport=80), FLOW_COUNTS.pack(1, 10))
     ]
-    h, _ = _harvester(monkeypatch, labels, [batch])
+    h, _ = _harvester(labels, [batch])
     h.harvest()
     assert [s.labels for s in h.sent.samples()] == [("10.0.0.2",)]
 
 
-def test_harvest_sent_series_fold_past_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_harvest_sent_series_fold_past_the_cap() -> None:
     labels = parse_labels("default")
     batches = [
         [
@@ -444,12 +401,33 @@ def test_harvest_sent_series_fold_past_the_cap(monkeypatch: pytest.MonkeyPatch) 
         ]
         for i in range(3)
     ]
-    h, _ = _harvester(monkeypatch, labels, batches, max_series=1)
+    h, _ = _harvester(labels, batches, max_series=1)
     for _ in range(3):
         h.harvest()  # must not raise once the sent table is full
     samples = h.sent.samples()
     assert sum(s.segments for s in samples) == 30
     assert all(len(s.labels) == len(sent_labels(labels)) for s in samples)
+
+
+def test_harvest_learns_listening_ports_and_stops_once_detached() -> None:
+    labels = parse_labels("dst_ip,service_port")
+    listening = ListeningPorts()
+    tables = FakeFlowTables([], LOSSES, {(NETNS, 8080)})
+    bpf = FakeBPF(tables)
+    h = Harvester(
+        bpf,
+        Projector(labels, listening, lambda _cid: "/"),
+        retransmits=SeriesTable(labels, 10),
+        sent=SeriesTable(sent_labels(labels), 10),
+        listening=listening,
+    )
+    assert not listening(NETNS, 8080)
+    h.harvest()
+    assert listening(NETNS, 8080) and not listening(NETNS, 8081)
+    bpf.tables = None  # what close() does
+    h.harvest()
+    assert tables.drains == 1
+    assert h.snapshot().harvests == 1
 
 
 def test_every_family_of_the_table_is_collected_as_declared() -> None:

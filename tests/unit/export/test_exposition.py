@@ -18,8 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from retransmon.attribution.labels import DEFAULT_LABELS, parse_labels, sent_labels
 from retransmon.export.collector import RetransmonCollector
 from retransmon.export.exposition import AgentExposition, RegistryExposition
-from retransmon.export.harvester import Losses, Snapshot
+from retransmon.export.harvester import Snapshot
 from retransmon.export.series import Sample
+from retransmon.kernel.tables import Losses
 
 OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"
 SampleSet = set[tuple[str, tuple[tuple[str, str], ...], float]]

@@ -5,39 +5,30 @@ Needs libbpf.so.1 (to parse BTF) but not root: nothing is loaded into the kernel
 
 from __future__ import annotations
 
-import ctypes
-import importlib
-import importlib.util
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from retransmon.kernel import libbpf
+from retransmon.kernel import libbpf, structs
 from retransmon.kernel.layout import Field, Layout
+from retransmon.kernel.structs import FLOW_KEY
 
-OBJECT = str(Path(__file__).resolve().parents[3] / "src" / "retransmon" / "kernel" / "retransmon.bpf.o")
+SRC = Path(__file__).resolve().parents[3] / "src" / "retransmon"
+OBJECT = str(SRC / "kernel" / "retransmon.bpf.o")
 
-# Modules holding Layouts; `events` mirrors struct retrans_event and struct runtime_settings.
-LAYOUT_MODULES = ("retransmon.attribution.flows", "retransmon.export.harvester", "retransmon.live.events")
 REQUIRED = {"flow_key", "flow_counts", "listen_key", "loss_counts", "retrans_event", "runtime_settings"}
-
-BTF_INT_SIGNED = 0x1
-_MODIFIERS = (libbpf.BTF_KIND_TYPEDEF, 9, 10, 11, 18)  # typedef, volatile, const, restrict, type tag
 
 
 def _layouts() -> dict[str, Layout]:
     found: dict[str, Layout] = {}
-    for name in LAYOUT_MODULES:
-        if importlib.util.find_spec(name) is None:
-            continue
-        module = importlib.import_module(name)
-        for value in vars(module).values():
-            if isinstance(value, Layout):
-                assert found.get(value.c_name, value) is value, f"two layouts for struct {value.c_name}"
-                found[value.c_name] = value
+    for value in vars(structs).values():
+        if isinstance(value, Layout):
+            assert value.c_name not in found, f"two layouts for struct {value.c_name}"
+            found[value.c_name] = value
     return found
 
 
@@ -61,20 +52,13 @@ class CStruct:
     members: list[CMember]
 
 
-def _u32(addr: int) -> int:
-    return ctypes.c_uint32.from_address(addr).value
-
-
 def _size_of(btf: libbpf.Btf, type_id: int) -> tuple[int, str, bool, int]:
     """(size, kind, signed, element size) of a member's type."""
     t = btf.resolve(type_id)
     if t.kind == libbpf.BTF_KIND_INT:
-        ptr, _info = btf._raw(t.id)
-        encoding = (_u32(ptr + 12) >> 24) & 0xF
-        return t.size_or_type, "int", bool(encoding & BTF_INT_SIGNED), t.size_or_type
+        return t.size_or_type, "int", btf.int_signed(t.id), t.size_or_type
     if t.kind == libbpf.BTF_KIND_ARRAY:
-        ptr, _info = btf._raw(t.id)
-        elem_type, nelems = _u32(ptr + 12), _u32(ptr + 20)  # struct btf_array {type, index_type, nelems}
+        elem_type, nelems = btf.array(t.id)
         elem_size, _, _, _ = _size_of(btf, elem_type)
         return elem_size * nelems, "array", False, elem_size
     if t.kind in (libbpf.BTF_KIND_STRUCT, libbpf.BTF_KIND_UNION):
@@ -110,6 +94,16 @@ def _struct(btf: libbpf.Btf, name: str) -> CStruct:
 
 def test_required_layouts_are_found() -> None:
     assert set(LAYOUTS) >= REQUIRED
+
+
+def test_struct_mirrors_live_in_one_module() -> None:
+    # Every Layout of a C struct is in kernel/structs.py; layout.py defines the class.
+    elsewhere = [
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if path.name not in ("structs.py", "layout.py") and re.search(r"\bLayout\(", path.read_text())
+    ]
+    assert elsewhere == []
 
 
 def test_object_missing_fails_with_make_hint(tmp_path: Path) -> None:
@@ -168,8 +162,6 @@ def test_mismatches_are_caught(btf: libbpf.Btf, fields: list[Field], needle: str
 
 
 def test_array_mismatch_is_caught(btf: libbpf.Btf) -> None:
-    from retransmon.attribution.flows import FLOW_KEY
-
     fields = [Field(f.name, "4s") if f.name == "laddr" else f for f in FLOW_KEY.fields]
     problems = _mismatches(Layout("flow_key", fields), _struct(btf, "flow_key"))
     assert "size of flow_key.laddr: C 16, Python 4" in problems

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from retransmon.kernel.structs import RETRANS_EVENT
 from retransmon.live.decode import (
     DecodeError,
     Decoder,
@@ -18,7 +19,6 @@ from retransmon.live.decode import (
     decode_flow_part,
     encode_event,
 )
-from retransmon.live.events import RETRANS_EVENT
 
 
 def u(n: int, size: int) -> bytes:

@@ -8,8 +8,9 @@ from socket import AF_INET, AF_INET6
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retransmon.attribution.flows import FLOW_COARSE, FLOW_COUNTS, FLOW_KEY, decode_counts, decode_flow
+from retransmon.attribution.flows import decode_counts, decode_flow
 from retransmon.attribution.labels import LABEL_NAMES, OTHER, Projector
+from retransmon.kernel.structs import FLOW_COARSE, FLOW_COUNTS, FLOW_KEY
 
 raw_keys = st.binary(min_size=FLOW_KEY.size, max_size=FLOW_KEY.size)
 
