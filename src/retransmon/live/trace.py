@@ -19,24 +19,14 @@ from typing import TextIO
 
 from retransmon import defaults
 from retransmon.attribution.cgroups import UNKNOWN, CgroupResolver
-from retransmon.kernel.structs import EVENT_RECONCILED
-from retransmon.live.events import (
-    PER_RECORD,
-    BootClock,
-    DecodeError,
-    Event,
-    EventFlow,
-    Rfc3339,
-    decode_flow_part,
-    flow_key_of,
-)
+from retransmon.live.clock import BootClock, Rfc3339
+from retransmon.live.decode import DecodeError, Decoder, Event, EventFlow
 from retransmon.live.filter import EventFilter
 from retransmon.live.stream import EventStream
 
 POLL_MS = 100
 LOST_CHECK_SECONDS = 1.0
 BATCH_LINES = 4096  # written out at least this often while one poll keeps finding records
-CACHE_LIMIT = 65536
 
 TEXT_HEADER = (
     f"{'TIME':<8} {'PID':<7} {'COMM':<12} {'IP':<2} {'LADDR:LPORT':<21} {'T>':<2} "
@@ -214,9 +204,6 @@ class TraceStats:
     undecodable: int = 0  # records that are no retrans_event (a mismatched BPF object)
 
 
-_Entry = tuple[EventFlow, Prepared] | None
-
-
 class _Stop(Exception):
     """Raised from the record callback to leave a poll that keeps finding records."""
 
@@ -231,12 +218,16 @@ class Tracer:
         self.counter = Counter()
         self._stop = stop
         self._deadline = None if options.duration is None else time.monotonic() + options.duration
-        self._flows: dict[bytes, _Entry] = {}  # by flow_key_of(record); None: filtered out
         self._pending: list[str] = []
         self.draining = False  # reading what is left after records were switched off: never stop early
         self.formatter: TextFormatter | JsonFormatter = (
             JsonFormatter(clock, CgroupResolver().path) if options.json else TextFormatter(clock)
         )
+        self._decoder = Decoder(self._prepare, options.event_filter.matches)
+
+    def _prepare(self, flow: EventFlow) -> tuple[EventFlow, Prepared]:
+        """What is kept per flow: the flow (for --count) and the constant parts of its lines."""
+        return flow, self.formatter.prepare(flow)
 
     def expired(self) -> bool:
         return self._stop.is_set() or (self._deadline is not None and time.monotonic() >= self._deadline)
@@ -246,34 +237,23 @@ class Tracer:
             return POLL_MS
         return max(0, min(POLL_MS, int((self._deadline - time.monotonic()) * 1000)))
 
-    def _learn(self, raw: bytes, key: bytes) -> _Entry:
-        """Decode, filter and prepare the lines of a flow seen for the first time (or again after a reset)."""
-        flow = decode_flow_part(raw)
-        entry = (flow, self.formatter.prepare(flow)) if self.options.event_filter.matches(flow) else None
-        if len(self._flows) >= CACHE_LIMIT:
-            self._flows.clear()
-        self._flows[key] = entry
-        return entry
-
     def on_record(self, raw: bytes) -> None:
         """One ring buffer record. The hot path: one cache lookup, one unpack, one format."""
-        key = flow_key_of(raw)
         try:
-            entry = self._flows[key] if key in self._flows else self._learn(raw, key)
+            decoded = self._decoder.decode(raw)
         except DecodeError:
             self.stats.undecodable += 1
             return
-        if entry is None:
+        if decoded is None:
             self.stats.filtered += 1
             return
-        boot_ns, segments, flags = PER_RECORD.unpack_from(raw)
-        reconciled = bool(flags & EVENT_RECONCILED)
+        (flow, prepared), boot_ns, segments, reconciled = decoded
         self.stats.events += 1
         self.stats.segments += segments
         if self.options.count:
-            self.counter.add_flow(entry[0], segments, reconciled)
+            self.counter.add_flow(flow, segments, reconciled)
             return
-        self._pending.append(self.formatter.render(entry[1], boot_ns, segments, reconciled))
+        self._pending.append(self.formatter.render(prepared, boot_ns, segments, reconciled))
         if len(self._pending) >= BATCH_LINES:
             self.flush()
             if self.expired() and not self.draining:
