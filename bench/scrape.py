@@ -23,6 +23,7 @@ from retransmon.export.exposition import AgentExposition
 from retransmon.export.harvester import Snapshot
 from retransmon.export.series import SeriesTable
 from retransmon.export.server import MetricsServer
+from retransmon.kernel.tables import Losses
 
 SIZES = (1000, 10000, 100000)
 TARGETS_MS = {10000: 100.0, 100000: 1000.0}
@@ -45,11 +46,7 @@ def _source(retrans: SeriesTable, sent: SeriesTable) -> Snapshot:
     return Snapshot(
         retransmits=retrans.samples(),
         sent=sent.samples(),
-        events_lost=0,
-        unaccounted_events=0,
-        unaccounted_segments=0,
-        untracked_sockets=0,
-        unclassified_segments=0,
+        losses=Losses(events_lost=0, unaccounted_events=0, unaccounted_segments=0, untracked_sockets=0),
         series_folded=0,
         flow_entries=len(retrans),
         flow_capacity=16384,

@@ -3,7 +3,7 @@
 Each :class:`~retransmon.kernel.layout.Layout` here is checked field by field
 against the BTF of the compiled object (``tests/unit/kernel/test_layout_btf.py``),
 so the two sides cannot drift. Decoding bytes into flows and events is the job
-of :mod:`retransmon.attribution.flows` and :mod:`retransmon.live.events`; this
+of :mod:`retransmon.attribution.flows` and :mod:`retransmon.live.decode`; this
 module only says where the bytes are.
 """
 

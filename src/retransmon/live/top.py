@@ -25,8 +25,9 @@ from rich.live import Live
 from rich.text import Text
 
 from retransmon import defaults
-from retransmon.live.events import DecodeError, EventDecoder
-from retransmon.live.filter import CachedFilter, EventFilter
+from retransmon.attribution.flows import cause_name
+from retransmon.live.decode import DecodeError, Decoder
+from retransmon.live.filter import EventFilter
 from retransmon.live.stream import EventStream
 from retransmon.live.topmodel import CAUSE_SHORT, FlowRow, TopModel
 from retransmon.live.trace import endpoint
@@ -202,20 +203,20 @@ class _Yield(Exception):
 class _Collector:
     def __init__(self, model: TopModel, event_filter: EventFilter) -> None:
         self.model = model
-        self._decoder = EventDecoder()
-        self._filter = CachedFilter(event_filter)
+        self._decoder = Decoder(lambda flow: flow, event_filter.matches)
         self._since_yield = 0
         self.draining = False
         self.undecodable = 0
 
     def on_record(self, raw: bytes) -> None:
         try:
-            event = self._decoder.decode(raw)
+            decoded = self._decoder.decode(raw)
         except DecodeError:
             self.undecodable += 1  # not a retrans_event: a BPF object from another version
             return
-        if self._filter.matches(event.key, event.flow):
-            self.model.add(event)
+        if decoded is not None:
+            flow, _boot_ns, segments, reconciled, timing = decoded
+            self.model.add(flow, segments, reconciled, cause_name(timing[0]))
         self._since_yield += 1
         if self._since_yield >= YIELD_EVERY and not self.draining:
             self._since_yield = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from retransmon.live.events import Event
+from retransmon.live.decode import EventFlow
 
 SORT_KEYS = ("rate", "events", "total", "peer", "timeouts")
 # Short cause names for a narrow column.
@@ -69,24 +69,24 @@ class TopModel:
     _window_segments: int = 0
     _window_events: int = 0
 
-    def add(self, event: Event) -> None:
-        f = event.flow
+    def add(self, f: EventFlow, segments: int, reconciled: bool, cause: str = "") -> None:
+        """One record of flow *f*: *segments* retransmitted, an event unless *reconciled* (found late)."""
         key = (f.netns, f.ip_version, f.src_ip, f.src_port, f.dst_ip, f.dst_port)
         row = self.flows.get(key)
         if row is None:
             ends = (f.ip_version, f.src_ip, f.src_port, f.dst_ip, f.dst_port)
             row = self.flows[key] = FlowRow(f.netns, *ends, f.pid, f.comm, f.state, f.kind)
         row.state = f.state
-        if event.cause:
-            row.cause_segments[event.cause] = row.cause_segments.get(event.cause, 0) + event.segments
-        row.window_segments += event.segments
-        row.total_segments += event.segments
-        self._window_segments += event.segments
-        self.totals.segments += event.segments
-        if not event.reconciled:
+        if cause:
+            row.cause_segments[cause] = row.cause_segments.get(cause, 0) + segments
+        row.window_segments += segments
+        row.total_segments += segments
+        self._window_segments += segments
+        self.totals.segments += segments
+        if not reconciled:
             row.window_events += 1
             row.total_events += 1
-            row.timeouts += event.cause == "timeout"
+            row.timeouts += cause == "timeout"
             self._window_events += 1
             self.totals.events += 1
 

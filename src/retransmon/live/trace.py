@@ -19,35 +19,21 @@ from typing import TextIO
 
 from retransmon import defaults
 from retransmon.attribution.cgroups import UNKNOWN, CgroupResolver
-from retransmon.attribution.flows import CAUSE_NAMES, cause_name
-from retransmon.kernel.structs import EVENT_RECONCILED
-from retransmon.live.events import (
-    PER_RECORD,
-    BootClock,
-    DecodeError,
-    Event,
-    EventFlow,
-    Rfc3339,
-    decode_flow_part,
-    flow_key_of,
-)
+from retransmon.attribution.flows import cause_name
+from retransmon.live.clock import BootClock, Rfc3339
+from retransmon.live.decode import NO_TIMING, DecodeError, Decoder, Event, EventFlow, Timing
 from retransmon.live.filter import EventFilter
 from retransmon.live.stream import EventStream
 
 POLL_MS = 100
 LOST_CHECK_SECONDS = 1.0
 BATCH_LINES = 4096  # written out at least this often while one poll keeps finding records
-CACHE_LIMIT = 65536
 
 TEXT_HEADER = (
     f"{'TIME':<8} {'PID':<7} {'COMM':<12} {'IP':<2} {'LADDR:LPORT':<21} {'T>':<2} "
     f"{'RADDR:RPORT':<21} {'STATE':<11} {'KIND':<10} {'SEGS':>4} "
     f"{'CAUSE':<15} {'SRTT_US':>8} {'RTO_MS':>7} {'BO':>2}"
 )
-# What each record says about the socket at its retransmit: (cause code, backoff, srtt_us, rto_ms).
-Timing = tuple[int, int, int, int]
-NO_TIMING: Timing = (0, 0, 0, 0)
-CAUSE_CODES = {name: code for code, name in CAUSE_NAMES.items()}
 COUNT_HEADER = f"{'NETNS':<10} {'IP':<2} {'LADDR:LPORT':<21} {'RADDR:RPORT':<21} {'EVENTS':>8} {'SEGS':>8}"
 
 
@@ -112,7 +98,7 @@ class TextFormatter:
 
     def line(self, event: Event) -> str:
         return self.render(
-            self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled, event_timing(event)
+            self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled, event.timing
         )
 
 
@@ -158,12 +144,8 @@ class JsonFormatter:
 
     def line(self, event: Event) -> str:
         return self.render(
-            self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled, event_timing(event)
+            self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled, event.timing
         )
-
-
-def event_timing(event: Event) -> Timing:
-    return (CAUSE_CODES.get(event.cause, 0), event.backoff, event.srtt_us, event.rto_ms)
 
 
 FlowId = tuple[int, int, str, int, str, int]  # netns, ip_version, src_ip, src_port, dst_ip, dst_port
@@ -240,9 +222,6 @@ class TraceStats:
     undecodable: int = 0  # records that are no retrans_event (a mismatched BPF object)
 
 
-_Entry = tuple[EventFlow, Prepared] | None
-
-
 class _Stop(Exception):
     """Raised from the record callback to leave a poll that keeps finding records."""
 
@@ -257,12 +236,16 @@ class Tracer:
         self.counter = Counter()
         self._stop = stop
         self._deadline = None if options.duration is None else time.monotonic() + options.duration
-        self._flows: dict[bytes, _Entry] = {}  # by flow_key_of(record); None: filtered out
         self._pending: list[str] = []
         self.draining = False  # reading what is left after records were switched off: never stop early
         self.formatter: TextFormatter | JsonFormatter = (
             JsonFormatter(clock, CgroupResolver().path) if options.json else TextFormatter(clock)
         )
+        self._decoder = Decoder(self._prepare, options.event_filter.matches)
+
+    def _prepare(self, flow: EventFlow) -> tuple[EventFlow, Prepared]:
+        """What is kept per flow: the flow (for --count) and the constant parts of its lines."""
+        return flow, self.formatter.prepare(flow)
 
     def expired(self) -> bool:
         return self._stop.is_set() or (self._deadline is not None and time.monotonic() >= self._deadline)
@@ -272,35 +255,23 @@ class Tracer:
             return POLL_MS
         return max(0, min(POLL_MS, int((self._deadline - time.monotonic()) * 1000)))
 
-    def _learn(self, raw: bytes, key: bytes) -> _Entry:
-        """Decode, filter and prepare the lines of a flow seen for the first time (or again after a reset)."""
-        flow = decode_flow_part(raw)
-        entry = (flow, self.formatter.prepare(flow)) if self.options.event_filter.matches(flow) else None
-        if len(self._flows) >= CACHE_LIMIT:
-            self._flows.clear()
-        self._flows[key] = entry
-        return entry
-
     def on_record(self, raw: bytes) -> None:
         """One ring buffer record. The hot path: one cache lookup, one unpack, one format."""
-        key = flow_key_of(raw)
         try:
-            entry = self._flows[key] if key in self._flows else self._learn(raw, key)
+            decoded = self._decoder.decode(raw)
         except DecodeError:
             self.stats.undecodable += 1
             return
-        if entry is None:
+        if decoded is None:
             self.stats.filtered += 1
             return
-        boot_ns, segments, flags, cause, backoff, srtt_us, rto_ms = PER_RECORD.unpack_from(raw)
-        reconciled = bool(flags & EVENT_RECONCILED)
+        (flow, prepared), boot_ns, segments, reconciled, timing = decoded
         self.stats.events += 1
         self.stats.segments += segments
         if self.options.count:
-            self.counter.add_flow(entry[0], segments, reconciled)
+            self.counter.add_flow(flow, segments, reconciled)
             return
-        timing = (cause, backoff, srtt_us, rto_ms)
-        self._pending.append(self.formatter.render(entry[1], boot_ns, segments, reconciled, timing))
+        self._pending.append(self.formatter.render(prepared, boot_ns, segments, reconciled, timing))
         if len(self._pending) >= BATCH_LINES:
             self.flush()
             if self.expired() and not self.draining:

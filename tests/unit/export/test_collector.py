@@ -24,6 +24,7 @@ from retransmon.attribution.addresses import encode_address
 from retransmon.attribution.labels import DEFAULT_LABELS, Projector, parse_labels, sent_labels
 from retransmon.attribution.listening import ListeningPorts
 from retransmon.export.collector import RetransmonCollector
+from retransmon.export.families import HEALTH, SERIES
 from retransmon.export.harvester import Harvester, Snapshot
 from retransmon.export.series import Sample, SeriesTable
 from retransmon.kernel.structs import FLOW_COUNTS, FLOW_KEY, KIND_RETRANSMIT, KIND_SENT, KIND_SYNACK
@@ -43,11 +44,13 @@ def _snapshot(**changes: Any) -> Snapshot:
     snap = Snapshot(
         retransmits=[Sample(R1, 3, 45), Sample(R2, 2, 2), Sample(R3, 1, 7)],
         sent=[Sample(S1, 0, 1000)],
-        events_lost=5,
-        unaccounted_events=2,
-        unaccounted_segments=9,
-        untracked_sockets=6,
-        unclassified_segments=8,
+        losses=Losses(
+            events_lost=5,
+            unaccounted_events=2,
+            unaccounted_segments=9,
+            untracked_sockets=6,
+            unclassified_segments=8,
+        ),
         series_folded=11,
         flow_entries=42,
         flow_capacity=16384,
@@ -301,7 +304,7 @@ def test_two_collectors_conflict_on_names() -> None:
 
 
 def test_each_scrape_reads_a_fresh_snapshot() -> None:
-    snaps = [_snapshot(events_lost=1), _snapshot(events_lost=2)]
+    snaps = [_snapshot(losses=Losses(events_lost=1)), _snapshot(losses=Losses(events_lost=2))]
     registry = CollectorRegistry()
     registry.register(RetransmonCollector(lambda: snaps.pop(0), LABELS))
     assert registry.get_sample_value("retransmon_events_lost_total") == 1
@@ -435,3 +438,14 @@ def test_harvest_learns_listening_ports_and_stops_once_detached() -> None:
     h.harvest()
     assert tables.drains == 1
     assert h.snapshot().harvests == 1
+
+
+def test_every_family_of_the_table_is_collected_as_declared() -> None:
+    fams = {m.name: m for m in _registry(_snapshot()).collect()}
+    for series in SERIES:
+        assert (fams[series.name].type, fams[series.name].documentation) == ("counter", series.help)
+    for health in HEALTH:
+        metric = fams[health.name]
+        assert (metric.type, metric.documentation) == (health.kind, health.help)
+        assert metric.samples, health.name
+        assert all(set(s.labels) == set(health.labels) for s in metric.samples), health.name

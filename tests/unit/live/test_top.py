@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from retransmon.live.events import Event, EventFlow
+from retransmon.live.decode import EventFlow
 from retransmon.live.top import columns_for, fit, render_plain, render_view, table_lines
 from retransmon.live.topmodel import IDLE_ROLLS, SORT_KEYS, TopModel
 
@@ -15,10 +15,6 @@ from retransmon.live.topmodel import IDLE_ROLLS, SORT_KEYS, TopModel
 def flow(dst: str, dport: int = 5001, *, version: int = 4, sport: int = 40000, netns: int = 1) -> EventFlow:
     src = "198.18.0.1" if version == 4 else "2001:db8::1"
     return EventFlow(netns, 0, 77, "python3", version, src, sport, dst, dport, "established", "retransmit")
-
-
-def ev(f: EventFlow, segments: int, reconciled: bool = False, cause: str = "fast") -> Event:
-    return Event(0, segments, reconciled, f, repr(f).encode(), "timeout" if reconciled else cause)
 
 
 A = flow("198.18.0.2")
@@ -30,8 +26,8 @@ def model_with_traffic() -> TopModel:
     m = TopModel()
     for f, segments, events in ((A, 10, 10), (B, 300, 2), (C, 40, 8)):
         for _ in range(events):
-            m.add(ev(f, segments // events))
-    m.add(ev(A, 6, reconciled=True))  # segments found at close: not an event
+            m.add(f, segments // events, False, "fast")
+    m.add(A, 6, reconciled=True, cause="timeout")  # segments found at close: not an event
     return m
 
 
@@ -52,10 +48,10 @@ def test_idle_flows_leave_after_some_intervals() -> None:
     m = model_with_traffic()
     m.roll(1.0)
     for _ in range(IDLE_ROLLS - 1):
-        m.add(ev(B, 1))
+        m.add(B, 1, False)
         m.roll(1.0)
     assert len(m.flows) == 3  # idle, but not for long enough yet
-    m.add(ev(B, 1))
+    m.add(B, 1, False)
     m.roll(1.0)
     assert {r.dst_ip for r in m.flows.values()} == {"10.0.0.9"}
 
@@ -151,7 +147,7 @@ def test_plain_block() -> None:
 def test_collector_filters_skips_undecodable_and_yields() -> None:
     import ipaddress
 
-    from retransmon.live.events import encode_event
+    from retransmon.live.decode import encode_event
     from retransmon.live.filter import EventFilter
     from retransmon.live.top import YIELD_EVERY, _Collector, _Yield
 
@@ -179,10 +175,10 @@ def test_collector_filters_skips_undecodable_and_yields() -> None:
 def test_rows_show_their_main_cause_and_sort_by_timeouts() -> None:
     m = TopModel()
     for _ in range(3):
-        m.add(ev(A, 1, cause="timeout"))  # three RTOs, one segment each
-    m.add(ev(A, 2, cause="slow_start"))
-    m.add(ev(B, 50, cause="fast"))
-    m.add(ev(B, 1, cause="timeout"))
+        m.add(A, 1, False, "timeout")  # three RTOs, one segment each
+    m.add(A, 2, False, "slow_start")
+    m.add(B, 50, False, "fast")
+    m.add(B, 1, False, "timeout")
     m.roll(1.0)
     rows = {r.dst_ip: r for r in m.flows.values()}
     assert (rows["198.18.0.2"].cause, rows["198.18.0.2"].timeouts) == ("timeout", 3)

@@ -1,33 +1,37 @@
-"""Ring buffer records (``struct retrans_event``, mirrored in :mod:`retransmon.kernel.structs`) decoded.
-
-A record's time is ``bpf_ktime_get_boot_ns()``: nanoseconds since boot on
-``CLOCK_BOOTTIME``, which keeps counting through suspend. :class:`BootClock`
-turns it into wall-clock time with the offset between ``CLOCK_REALTIME`` and
-``CLOCK_BOOTTIME``, read once at start (and again with :meth:`BootClock.resync`).
+"""Ring buffer records to flows and counts: the one decoder `trace` and `top` share.
 
 Decoding is on the hot path of ``trace`` (tens of thousands of records a
-second), so the part of a record that is the same for every retransmit of a
-flow (addresses, ports, owner, state) is decoded once and cached by its bytes.
+second). The part of a record that is the same for every retransmit of a flow
+(addresses, ports, owner, state) is decoded once per flow; :class:`Decoder`
+keeps it, together with the caller's filter verdict and whatever the caller
+makes of the flow (trace: its formatted columns), in one bounded cache keyed
+by those bytes. Only the time, the segments and the flags are read per record.
 """
 
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from retransmon.attribution.addresses import decode_address
-from retransmon.attribution.flows import KIND_NAMES, cause_name
+from retransmon.attribution.flows import CAUSE_NAMES, KIND_NAMES, cause_name
 from retransmon.attribution.tcpstates import state_name
 from retransmon.kernel.structs import EVENT_RECONCILED, RETRANS_EVENT
 
 _OFF = RETRANS_EVENT.offsets
 # The per-record fields (ts_ns, segments, flags, cause, backoff, srtt_us, rto_ms) in one unpack.
 PER_RECORD = struct.Struct(f"=Q{_OFF['segments'] - 8}xI{_OFF['flags'] - _OFF['segments'] - 4}xBBBxII")
+# What a record says about the socket at its retransmit: (cause code, backoff, srtt_us, rto_ms).
+Timing = tuple[int, int, int, int]
+NO_TIMING: Timing = (0, 0, 0, 0)
+CAUSE_CODES = {name: code for code, name in CAUSE_NAMES.items()}
 # Everything else (the flow and its owner) is the same for every record of one flow: the cache key.
 _K1, _K2, _K3, _K4, _K5 = _OFF["cgroup"], _OFF["segments"], _OFF["family"], _OFF["flags"], _OFF["comm"]
-_CACHE_LIMIT = 65536
+CACHE_LIMIT = 65536  # flows remembered; past it the cache starts over
+
+T = TypeVar("T")
 
 
 class DecodeError(ValueError):
@@ -53,17 +57,20 @@ class EventFlow:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One ring buffer record. ``key`` identifies the flow part, for callers' caches."""
+    """One ring buffer record, decoded whole."""
 
     boot_ns: int
     segments: int
     reconciled: bool
     flow: EventFlow
-    key: bytes
     cause: str = ""
     srtt_us: int = 0  # the socket's smoothed RTT at the retransmit
     rto_ms: int = 0  # its retransmission timeout (0 when the kernel's HZ is unknown)
     backoff: int = 0  # how many times the RTO has doubled
+
+    @property
+    def timing(self) -> Timing:
+        return (CAUSE_CODES.get(self.cause, 0), self.backoff, self.srtt_us, self.rto_ms)
 
 
 def decode_flow_part(raw: bytes) -> EventFlow:
@@ -101,25 +108,12 @@ def flow_key_of(raw: bytes) -> bytes:
     return raw[_K1:_K2] + raw[_K3:_K4] + raw[_K5:]
 
 
-class EventDecoder:
-    """Decodes records, caching the flow part by its bytes (bounded)."""
-
-    def __init__(self) -> None:
-        self._flows: dict[bytes, EventFlow] = {}
-
-    def decode(self, raw: bytes) -> Event:
-        if len(raw) < RETRANS_EVENT.size:
-            raise DecodeError(f"ring buffer record of {len(raw)} bytes, expected {RETRANS_EVENT.size}")
-        key = flow_key_of(raw)
-        flow = self._flows.get(key)
-        if flow is None:
-            flow = decode_flow_part(raw)
-            if len(self._flows) >= _CACHE_LIMIT:
-                self._flows.clear()
-            self._flows[key] = flow
-        boot_ns, segments, flags, cause, backoff, srtt_us, rto_ms = PER_RECORD.unpack_from(raw)
-        reconciled = bool(flags & EVENT_RECONCILED)
-        return Event(boot_ns, segments, reconciled, flow, key, cause_name(cause), srtt_us, rto_ms, backoff)
+def decode_event(raw: bytes) -> Event:
+    """One record, decoded whole and not cached (tests, one-off reads)."""
+    flow = decode_flow_part(raw)
+    boot_ns, segments, flags, cause, backoff, srtt_us, rto_ms = PER_RECORD.unpack_from(raw)
+    reconciled = bool(flags & EVENT_RECONCILED)
+    return Event(boot_ns, segments, reconciled, flow, cause_name(cause), srtt_us, rto_ms, backoff)
 
 
 def encode_event(  # the inverse of decoding, for tests and benchmarks
@@ -147,64 +141,51 @@ def encode_event(  # the inverse of decoding, for tests and benchmarks
     return RETRANS_EVENT.pack(*fields, 0, srtt_us, rto_ms, comm, laddr, raddr)
 
 
-# -- time ---------------------------------------------------------------------
-
-ClockNs = Callable[[], int]
-
-
-def _realtime_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_REALTIME)
+def _keep_all(_flow: EventFlow) -> bool:
+    return True
 
 
-def _boottime_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+Decoded = tuple[T, int, int, bool, Timing]  # (the flow's view, boot_ns, segments, reconciled, timing)
 
 
-class BootClock:
-    """Converts CLOCK_BOOTTIME nanoseconds (bpf_ktime_get_boot_ns) to wall-clock nanoseconds.
+class Decoder(Generic[T]):
+    """Decodes records; each flow is decoded, filtered and viewed once, then found by its bytes.
 
-    The offset is taken between two reads of the real-time clock around one of
-    the boot clock, keeping the tightest of a few tries, so it is off by at most
-    half the time one clock read takes. Call :meth:`resync` now and then to follow
-    steps of the wall clock (NTP, an administrator).
+    *view* turns a flow into what the caller keeps of it (e.g. its formatted
+    columns); *keep* is the filter. Both run once per flow, not per record.
     """
 
-    def __init__(self, realtime_ns: ClockNs = _realtime_ns, boottime_ns: ClockNs = _boottime_ns) -> None:
-        self._realtime = realtime_ns
-        self._boottime = boottime_ns
-        self.offset_ns = 0
-        self.resync()
+    def __init__(
+        self,
+        view: Callable[[EventFlow], T],
+        keep: Callable[[EventFlow], bool] = _keep_all,
+        limit: int = CACHE_LIMIT,
+    ) -> None:
+        self._view = view
+        self._keep = keep
+        self._limit = limit
+        self._flows: dict[bytes, T | None] = {}  # None: the filter leaves this flow out
 
-    def resync(self, tries: int = 5) -> None:
-        best: tuple[int, int] | None = None  # (window, offset)
-        for _ in range(tries):
-            before = self._realtime()
-            boot = self._boottime()
-            after = self._realtime()
-            window = after - before
-            offset = before + window // 2 - boot
-            if best is None or window < best[0]:
-                best = (window, offset)
-        assert best is not None
-        self.offset_ns = best[1]
+    def decode(self, raw: bytes) -> Decoded[T] | None:
+        """The record's flow view, time, segments and reconciled mark; None if the filter leaves it out.
 
-    def wall_ns(self, boot_ns: int) -> int:
-        return boot_ns + self.offset_ns
+        Raises DecodeError for a record that is no retrans_event.
+        """
+        key = raw[_K1:_K2] + raw[_K3:_K4] + raw[_K5:]  # flow_key_of, inlined: once per record
+        flows = self._flows
+        view = flows[key] if key in flows else self._learn(raw, key)
+        if view is None:
+            return None
+        boot_ns, segments, flags, cause, backoff, srtt_us, rto_ms = PER_RECORD.unpack_from(raw)
+        return view, boot_ns, segments, bool(flags & EVENT_RECONCILED), (cause, backoff, srtt_us, rto_ms)
 
+    def _learn(self, raw: bytes, key: bytes) -> T | None:
+        flow = decode_flow_part(raw)  # a short record raises here, before it is cached
+        view = self._view(flow) if self._keep(flow) else None
+        if len(self._flows) >= self._limit:
+            self._flows.clear()
+        self._flows[key] = view
+        return view
 
-class Rfc3339:
-    """RFC 3339 UTC text with microseconds, e.g. ``2026-12-02T03:50:51.123456Z``.
-
-    The date-and-seconds part is cached: consecutive records share it.
-    """
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
-
-    def format(self, wall_ns: int) -> str:
-        second, rest = divmod(wall_ns, 1_000_000_000)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{rest // 1000:06d}Z"
+    def __len__(self) -> int:
+        return len(self._flows)
