@@ -37,7 +37,7 @@ def _tables(flows: int) -> tuple[tuple[str, ...], SeriesTable, SeriesTable]:
     for i in range(flows):
         peer = str(ipaddress.IPv4Address(base + i // 4))
         port = str(443 + i % 4)
-        retrans.add(("4", "198.19.0.1", peer, port, "established", "retransmit"), 3, 17)
+        retrans.add(("4", "198.19.0.1", peer, port, "established", "retransmit", "fast"), 3, 17)
         sent.add(("4", "198.19.0.1", peer, port), 0, 1000 + i)
     return labels, retrans, sent
 

@@ -131,6 +131,13 @@ HEALTH: tuple[HealthFamily, ...] = (
         _one(lambda snap: snap.losses.unaccounted_segments),
     ),
     HealthFamily(
+        "retransmon_unclassified_segments",
+        "counter",
+        "Retransmitted segments whose cause could not be known (their own BPF run was skipped and they "
+        'were found later or at close); counted with cause="timeout".',
+        _one(lambda snap: snap.losses.unclassified_segments),
+    ),
+    HealthFamily(
         "retransmon_untracked_sockets",
         "counter",
         "TCP sockets whose segments sent are not counted: the kernel's socket table was full "

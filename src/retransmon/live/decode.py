@@ -16,13 +16,17 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from retransmon.attribution.addresses import decode_address
-from retransmon.attribution.flows import KIND_NAMES
+from retransmon.attribution.flows import CAUSE_NAMES, KIND_NAMES, cause_name
 from retransmon.attribution.tcpstates import state_name
 from retransmon.kernel.structs import EVENT_RECONCILED, RETRANS_EVENT
 
 _OFF = RETRANS_EVENT.offsets
-# The per-record fields (ts_ns, segments, flags) in one unpack, skipping the rest.
-PER_RECORD = struct.Struct(f"=Q{_OFF['segments'] - 8}xI{_OFF['flags'] - _OFF['segments'] - 4}xB")
+# The per-record fields (ts_ns, segments, flags, cause, backoff, srtt_us, rto_ms) in one unpack.
+PER_RECORD = struct.Struct(f"=Q{_OFF['segments'] - 8}xI{_OFF['flags'] - _OFF['segments'] - 4}xBBBxII")
+# What a record says about the socket at its retransmit: (cause code, backoff, srtt_us, rto_ms).
+Timing = tuple[int, int, int, int]
+NO_TIMING: Timing = (0, 0, 0, 0)
+CAUSE_CODES = {name: code for code, name in CAUSE_NAMES.items()}
 # Everything else (the flow and its owner) is the same for every record of one flow: the cache key.
 _K1, _K2, _K3, _K4, _K5 = _OFF["cgroup"], _OFF["segments"], _OFF["family"], _OFF["flags"], _OFF["comm"]
 CACHE_LIMIT = 65536  # flows remembered; past it the cache starts over
@@ -59,14 +63,24 @@ class Event:
     segments: int
     reconciled: bool
     flow: EventFlow
+    cause: str = ""
+    srtt_us: int = 0  # the socket's smoothed RTT at the retransmit
+    rto_ms: int = 0  # its retransmission timeout (0 when the kernel's HZ is unknown)
+    backoff: int = 0  # how many times the RTO has doubled
+
+    @property
+    def timing(self) -> Timing:
+        return (CAUSE_CODES.get(self.cause, 0), self.backoff, self.srtt_us, self.rto_ms)
 
 
 def decode_flow_part(raw: bytes) -> EventFlow:
     """The flow and owner fields of a record (no cache)."""
     if len(raw) < RETRANS_EVENT.size:
         raise DecodeError(f"ring buffer record of {len(raw)} bytes, expected {RETRANS_EVENT.size}")
-    (_ts, cgroup, netns, pid, _segs, family, state, kind, lport, rport, _flags, _pad, comm, laddr, raddr) = (
-        RETRANS_EVENT.unpack(raw)
+    f = dict(zip(RETRANS_EVENT.offsets, RETRANS_EVENT.unpack(raw), strict=True))
+    family, state, kind, comm = f["family"], f["state"], f["kind"], f["comm"]
+    cgroup, netns, pid, lport, rport, laddr, raddr = (
+        f[n] for n in ("cgroup", "netns", "pid", "lport", "rport", "laddr", "raddr")
     )
     try:
         version, src = decode_address(family, laddr)
@@ -97,8 +111,9 @@ def flow_key_of(raw: bytes) -> bytes:
 def decode_event(raw: bytes) -> Event:
     """One record, decoded whole and not cached (tests, one-off reads)."""
     flow = decode_flow_part(raw)
-    boot_ns, segments, flags = PER_RECORD.unpack_from(raw)
-    return Event(boot_ns, segments, bool(flags & EVENT_RECONCILED), flow)
+    boot_ns, segments, flags, cause, backoff, srtt_us, rto_ms = PER_RECORD.unpack_from(raw)
+    reconciled = bool(flags & EVENT_RECONCILED)
+    return Event(boot_ns, segments, reconciled, flow, cause_name(cause), srtt_us, rto_ms, backoff)
 
 
 def encode_event(  # the inverse of decoding, for tests and benchmarks
@@ -114,19 +129,23 @@ def encode_event(  # the inverse of decoding, for tests and benchmarks
     lport: int = 0,
     rport: int = 0,
     flags: int = 0,
+    cause: int = 0,
+    backoff: int = 0,
+    srtt_us: int = 0,
+    rto_ms: int = 0,
     comm: bytes = b"",
     laddr: bytes = bytes(16),
     raddr: bytes = bytes(16),
 ) -> bytes:
-    fields = (boot_ns, cgroup, netns, pid, segments, family, state, kind, lport, rport, flags)
-    return RETRANS_EVENT.pack(*fields, b"", comm, laddr, raddr)
+    fields = (boot_ns, cgroup, netns, pid, segments, family, state, kind, lport, rport, flags, cause, backoff)
+    return RETRANS_EVENT.pack(*fields, 0, srtt_us, rto_ms, comm, laddr, raddr)
 
 
 def _keep_all(_flow: EventFlow) -> bool:
     return True
 
 
-Decoded = tuple[T, int, int, bool]  # (the flow's view, boot_ns, segments, reconciled)
+Decoded = tuple[T, int, int, bool, Timing]  # (the flow's view, boot_ns, segments, reconciled, timing)
 
 
 class Decoder(Generic[T]):
@@ -157,8 +176,8 @@ class Decoder(Generic[T]):
         view = flows[key] if key in flows else self._learn(raw, key)
         if view is None:
             return None
-        boot_ns, segments, flags = PER_RECORD.unpack_from(raw)
-        return view, boot_ns, segments, bool(flags & EVENT_RECONCILED)
+        boot_ns, segments, flags, cause, backoff, srtt_us, rto_ms = PER_RECORD.unpack_from(raw)
+        return view, boot_ns, segments, bool(flags & EVENT_RECONCILED), (cause, backoff, srtt_us, rto_ms)
 
     def _learn(self, raw: bytes, key: bytes) -> T | None:
         flow = decode_flow_part(raw)  # a short record raises here, before it is cached

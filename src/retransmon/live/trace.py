@@ -19,8 +19,9 @@ from typing import TextIO
 
 from retransmon import defaults
 from retransmon.attribution.cgroups import UNKNOWN, CgroupResolver
+from retransmon.attribution.flows import cause_name
 from retransmon.live.clock import BootClock, Rfc3339
-from retransmon.live.decode import DecodeError, Decoder, Event, EventFlow
+from retransmon.live.decode import NO_TIMING, DecodeError, Decoder, Event, EventFlow, Timing
 from retransmon.live.filter import EventFilter
 from retransmon.live.stream import EventStream
 
@@ -30,7 +31,8 @@ BATCH_LINES = 4096  # written out at least this often while one poll keeps findi
 
 TEXT_HEADER = (
     f"{'TIME':<8} {'PID':<7} {'COMM':<12} {'IP':<2} {'LADDR:LPORT':<21} {'T>':<2} "
-    f"{'RADDR:RPORT':<21} {'STATE':<11} {'KIND':<10} {'SEGS':>4}"
+    f"{'RADDR:RPORT':<21} {'STATE':<11} {'KIND':<10} {'SEGS':>4} "
+    f"{'CAUSE':<15} {'SRTT_US':>8} {'RTO_MS':>7} {'BO':>2}"
 )
 COUNT_HEADER = f"{'NETNS':<10} {'IP':<2} {'LADDR:LPORT':<21} {'RADDR:RPORT':<21} {'EVENTS':>8} {'SEGS':>8}"
 
@@ -83,13 +85,21 @@ class TextFormatter:
         right = f"{remote:<21} {flow.state:<11} {flow.kind:<10}"
         return left, right, type_mark(flow, False)
 
-    def render(self, prepared: Prepared, boot_ns: int, segments: int, reconciled: bool) -> str:
+    def render(
+        self, prepared: Prepared, boot_ns: int, segments: int, reconciled: bool, timing: Timing = NO_TIMING
+    ) -> str:
         left, right, mark = prepared
         when = self._time.format(self._clock.wall_ns(boot_ns))
-        return f"{when:<8} {left} {'C>' if reconciled else mark} {right} {segments:>4}\n"
+        cause, backoff, srtt_us, rto_ms = timing
+        return (
+            f"{when:<8} {left} {'C>' if reconciled else mark} {right} {segments:>4} "
+            f"{cause_name(cause) or '-':<15} {srtt_us:>8} {rto_ms:>7} {backoff:>2}\n"
+        )
 
     def line(self, event: Event) -> str:
-        return self.render(self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled)
+        return self.render(
+            self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled, event.timing
+        )
 
 
 class JsonFormatter:
@@ -121,13 +131,21 @@ class JsonFormatter:
         }
         return json.dumps(head)[1:-1], json.dumps(tail)[1:-1], ""
 
-    def render(self, prepared: Prepared, boot_ns: int, segments: int, reconciled: bool) -> str:
+    def render(
+        self, prepared: Prepared, boot_ns: int, segments: int, reconciled: bool, timing: Timing = NO_TIMING
+    ) -> str:
         head, tail, _ = prepared
         when = self._time.format(self._clock.wall_ns(boot_ns))
-        return f'{{"time": "{when}", {head}, "segments": {segments}, {tail}}}\n'
+        cause, backoff, srtt_us, rto_ms = timing
+        return (
+            f'{{"time": "{when}", {head}, "cause": "{cause_name(cause)}", "segments": {segments}, '
+            f'"srtt_us": {srtt_us}, "rto_ms": {rto_ms}, "backoff": {backoff}, {tail}}}\n'
+        )
 
     def line(self, event: Event) -> str:
-        return self.render(self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled)
+        return self.render(
+            self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled, event.timing
+        )
 
 
 FlowId = tuple[int, int, str, int, str, int]  # netns, ip_version, src_ip, src_port, dst_ip, dst_port
@@ -247,13 +265,13 @@ class Tracer:
         if decoded is None:
             self.stats.filtered += 1
             return
-        (flow, prepared), boot_ns, segments, reconciled = decoded
+        (flow, prepared), boot_ns, segments, reconciled, timing = decoded
         self.stats.events += 1
         self.stats.segments += segments
         if self.options.count:
             self.counter.add_flow(flow, segments, reconciled)
             return
-        self._pending.append(self.formatter.render(prepared, boot_ns, segments, reconciled))
+        self._pending.append(self.formatter.render(prepared, boot_ns, segments, reconciled, timing))
         if len(self._pending) >= BATCH_LINES:
             self.flush()
             if self.expired() and not self.draining:

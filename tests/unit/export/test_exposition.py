@@ -68,8 +68,8 @@ def _ours(snap: Snapshot, labels: tuple[str, ...], openmetrics: bool) -> tuple[S
     return _samples(parse(text)), text, content_type
 
 
-TRICKY = ("4", 'quo"te', "back\\slash", "new\nline", "établi", "")
-PLAIN = ("6", "2001:db8::1", "2001:db8::2", "443", "established", "retransmit")
+TRICKY = ("4", 'quo"te', "back\\slash", "new\nline", "établi", "", "tail_loss_probe")
+PLAIN = ("6", "2001:db8::1", "2001:db8::2", "443", "established", "retransmit", "fast")
 
 
 def test_text_format_has_the_reference_samples() -> None:

@@ -40,14 +40,17 @@ def record(  # noqa: PLR0917 (one argument per field, in struct order)
     comm: bytes,
     laddr: bytes,
     raddr: bytes,
+    timing: tuple[int, int, int, int] = (1, 2, 3000, 200),  # cause, backoff, srtt_us, rto_ms
 ) -> bytes:
     """A record as the kernel lays it out (bpf/retransmon.h), little-endian."""
+    cause, backoff, srtt_us, rto_ms = timing
     raw = (
         u(ts, 8) + u(cgroup, 8) + u(netns, 4) + u(pid, 4) + u(segments, 4) + u(family, 2)
-        + u(state, 1) + u(kind, 1) + u(lport, 2) + u(rport, 2) + u(flags, 1) + bytes(3)
+        + u(state, 1) + u(kind, 1) + u(lport, 2) + u(rport, 2) + u(flags, 1)
+        + u(cause, 1) + u(backoff, 1) + bytes(1) + u(srtt_us, 4) + u(rto_ms, 4)
         + comm.ljust(16, b"\0") + laddr.ljust(16, b"\0") + raddr.ljust(16, b"\0")
     )  # fmt: skip
-    assert len(raw) == 88
+    assert len(raw) == 96
     return raw
 
 
@@ -177,21 +180,22 @@ def test_decode(case: Case) -> None:
         case.boot_ns,
         case.segments,
         case.reconciled,
+        (1, 2, 3000, 200),
     )
 
 
 def test_record_size_is_the_layouts() -> None:
-    assert RETRANS_EVENT.size == 88
+    assert RETRANS_EVENT.size == 96
 
 
-@pytest.mark.parametrize("size", [0, 40, 87])
+@pytest.mark.parametrize("size", [0, 40, 95])
 def test_short_record_is_a_decode_error_and_not_cached(size: int) -> None:
     decoder = Decoder(lambda flow: flow)
     for _ in range(2):
-        with pytest.raises(DecodeError, match=f"record of {size} bytes, expected 88"):
+        with pytest.raises(DecodeError, match=f"record of {size} bytes, expected 96"):
             decoder.decode(CASES[0].raw[:size])
     assert len(decoder) == 0
-    with pytest.raises(DecodeError, match=f"record of {size} bytes, expected 88"):
+    with pytest.raises(DecodeError, match=f"record of {size} bytes, expected 96"):
         decode_event(CASES[0].raw[:size])
 
 
@@ -205,8 +209,24 @@ def test_encode_event_is_the_inverse() -> None:
     raw = encode_event(
         boot_ns=10**12, cgroup=77, netns=4026531833, pid=4242, segments=3, family=2, state=1, kind=0,
         lport=40000, rport=5001, comm=b"curl", laddr=V4_LOCAL + bytes(12), raddr=V4_REMOTE + bytes(12),
+        cause=1, backoff=2, srtt_us=3000, rto_ms=200,
     )  # fmt: skip
     assert raw == CASES[0].raw
+
+
+def test_cause_and_timing_are_per_record() -> None:
+    decoder = Decoder(lambda flow: flow)
+    fast = decoder.decode(record(1, 5, 6, 7, 2, 2, 1, 0, 10, 20, 0, b"x", V4_LOCAL, V4_REMOTE))
+    rto = decoder.decode(
+        record(2, 5, 6, 7, 1, 2, 1, 0, 10, 20, 0, b"x", V4_LOCAL, V4_REMOTE, (3, 4, 90, 3200))
+    )
+    assert fast is not None and rto is not None
+    assert fast[4] == (1, 2, 3000, 200) and rto[4] == (3, 4, 90, 3200)
+    assert rto[0] is fast[0]  # one flow, decoded once
+    event = decode_event(
+        record(2, 5, 6, 7, 1, 2, 1, 0, 10, 20, 0, b"x", V4_LOCAL, V4_REMOTE, (3, 4, 90, 3200))
+    )
+    assert (event.cause, event.backoff, event.srtt_us, event.rto_ms) == ("timeout", 4, 90, 3200)
 
 
 class Calls:
@@ -236,8 +256,8 @@ def test_each_flow_is_decoded_filtered_and_viewed_once() -> None:
     a = decoder.decode(flow_record(10, ts=1, segments=2))
     b = decoder.decode(flow_record(10, ts=99, segments=30, flags=1))
     c = decoder.decode(flow_record(10, ts=5, state=4))  # another state: another cache entry
-    assert a == (("established", 10), 1, 2, False)
-    assert b == (("established", 10), 99, 30, True)  # per-record fields come from each record
+    assert a == (("established", 10), 1, 2, False, (1, 2, 3000, 200))
+    assert b == (("established", 10), 99, 30, True, (1, 2, 3000, 200))  # per-record fields from each record
     assert c is not None and c[0] == ("fin_wait1", 10)
     assert a is not None and b is not None and a[0] is b[0]
     assert calls.viewed == calls.kept == [10, 10]

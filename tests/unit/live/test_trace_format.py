@@ -38,7 +38,11 @@ JSON_KEYS = [
     "dst_port",
     "state",
     "kind",
+    "cause",
     "segments",
+    "srtt_us",
+    "rto_ms",
+    "backoff",
     "netns",
     "cgroup",
     "pid",
@@ -78,10 +82,12 @@ def record(
     comm: bytes = b"curl",
     netns: int = 4026532000,
     cgroup: int = 0,
+    cause: int = 2,
 ) -> bytes:
     return encode_event(
         boot_ns=boot_ns, cgroup=cgroup, netns=netns, pid=pid, segments=segments, family=family,
         state=state, kind=kind, lport=lport, rport=rport, flags=flags, comm=comm, laddr=laddr, raddr=raddr,
+        cause=cause, backoff=1, srtt_us=2500, rto_ms=412,
     )  # fmt: skip
 
 
@@ -107,13 +113,16 @@ def test_text_line_columns() -> None:
     local = time.strftime("%H:%M:%S", time.localtime(WALL))
     assert line == (
         f"{local} 4242    curl         4  198.18.0.1:40000      R> 198.18.0.2:5001       "
-        "established retransmit    3\n"
+        "established retransmit    3 slow_start          2500     412  1\n"
     )
-    # Every field starts under its header.
-    for title in ("PID", "COMM", "IP", "LADDR:LPORT", "T>", "RADDR:RPORT", "STATE", "KIND"):
+    # Every field starts under its header (left-aligned) or ends under it (numbers).
+    for title in ("PID", "COMM", "IP", "LADDR:LPORT", "T>", "RADDR:RPORT", "STATE", "KIND", "CAUSE"):
         col = TEXT_HEADER.index(title)
         assert line[col] != " " and line[col - 1] == " ", title
-    assert line.rstrip("\n").endswith("3") and len(line.rstrip("\n")) == len(TEXT_HEADER)
+    for title in ("SEGS", "SRTT_US", "RTO_MS", "BO"):
+        end = TEXT_HEADER.index(title) + len(title) - 1
+        assert line[end] != " " and line[end + 1] in " \n", title
+    assert len(line.rstrip("\n")) == len(TEXT_HEADER)
 
 
 def test_text_unknown_owner_and_ipv6() -> None:
@@ -137,7 +146,11 @@ def test_json_line_has_exactly_the_documented_keys() -> None:
         "dst_port": 5001,
         "state": "established",
         "kind": "retransmit",
+        "cause": "slow_start",
         "segments": 3,
+        "srtt_us": 2500,
+        "rto_ms": 412,
+        "backoff": 1,
         "netns": 4026532000,
         "cgroup": "/system.slice/x.service",
         "pid": 4242,
