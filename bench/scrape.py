@@ -23,6 +23,7 @@ from retransmon.export.exposition import AgentExposition
 from retransmon.export.harvester import Snapshot
 from retransmon.export.series import SeriesTable
 from retransmon.export.server import MetricsServer
+from retransmon.kernel.tables import Losses
 
 SIZES = (1000, 10000, 100000)
 TARGETS_MS = {10000: 100.0, 100000: 1000.0}
@@ -36,7 +37,7 @@ def _tables(flows: int) -> tuple[tuple[str, ...], SeriesTable, SeriesTable]:
     for i in range(flows):
         peer = str(ipaddress.IPv4Address(base + i // 4))
         port = str(443 + i % 4)
-        retrans.add(("4", "198.19.0.1", peer, port, "established", "retransmit"), 3, 17)
+        retrans.add(("4", "198.19.0.1", peer, port, "established", "retransmit", "fast"), 3, 17)
         sent.add(("4", "198.19.0.1", peer, port), 0, 1000 + i)
     return labels, retrans, sent
 
@@ -45,10 +46,7 @@ def _source(retrans: SeriesTable, sent: SeriesTable) -> Snapshot:
     return Snapshot(
         retransmits=retrans.samples(),
         sent=sent.samples(),
-        events_lost=0,
-        unaccounted_events=0,
-        unaccounted_segments=0,
-        untracked_sockets=0,
+        losses=Losses(events_lost=0, unaccounted_events=0, unaccounted_segments=0, untracked_sockets=0),
         series_folded=0,
         flow_entries=len(retrans),
         flow_capacity=16384,

@@ -133,7 +133,8 @@ def user_space_cost(records: int = 200_000) -> float:
     import ipaddress
     import threading
 
-    from retransmon.live.events import BootClock, encode_event
+    from retransmon.live.clock import BootClock
+    from retransmon.live.decode import encode_event
     from retransmon.live.trace import TraceOptions, Tracer
 
     laddr = ipaddress.ip_address("198.18.0.1").packed + bytes(12)

@@ -21,6 +21,9 @@ const volatile bool has_sk_cgroup = true;   /* sock_cgroup_data.cgroup exists */
 const volatile __u32 flow_capacity = 16384; /* full flows per table, then coarse keys */
 const volatile bool count_flows = true;     /* false for trace and top: nobody drains the tables */
 
+/* The kernel's HZ, for the RTO in milliseconds; 0 (weak) when libbpf cannot read the kernel config. */
+extern unsigned int CONFIG_HZ __kconfig __weak;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);

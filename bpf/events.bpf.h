@@ -30,9 +30,23 @@ static __always_inline bool events_wanted(void)
 	return s && s->events_wanted;
 }
 
-/* `st`, when known, names the owner process. */
+/* The socket's timing at the retransmit, for `trace`: smoothed RTT, RTO and its backoff. */
+static __always_inline void event_timing(struct retrans_event *e, const struct tcp_sock *tp)
+{
+	e->srtt_us = 0;
+	e->rto_ms = 0;
+	e->backoff = 0;
+	if (!tp)
+		return;
+	e->srtt_us = tp->srtt_us >> 3; /* the kernel keeps it scaled by 8 */
+	e->backoff = tp->inet_conn.icsk_backoff;
+	if (CONFIG_HZ)
+		e->rto_ms = (__u64)tp->inet_conn.icsk_rto * 1000 / CONFIG_HZ;
+}
+
+/* `st`, when known, names the owner process; `tp`, when known, gives the timing. */
 static __always_inline void emit_event(const struct flow_key *key, __u32 segments, __u8 flags,
-				       const struct sock_state *st)
+				       const struct sock_state *st, const struct tcp_sock *tp)
 {
 	struct retrans_event *e;
 	struct loss_counts *lost;
@@ -56,7 +70,9 @@ static __always_inline void emit_event(const struct flow_key *key, __u32 segment
 	e->lport = key->lport;
 	e->rport = key->rport;
 	e->flags = flags;
-	e->pad[0] = e->pad[1] = e->pad[2] = 0;
+	e->cause = key->cause;
+	e->pad = 0;
+	event_timing(e, tp);
 	__builtin_memcpy(e->laddr, key->laddr, sizeof(e->laddr));
 	__builtin_memcpy(e->raddr, key->raddr, sizeof(e->raddr));
 	if (st) {
@@ -71,9 +87,9 @@ static __always_inline void emit_event(const struct flow_key *key, __u32 segment
 
 /* Emit the record (if wanted) and count it in the flow table. */
 static __always_inline void report(struct flow_key *key, __u64 events, __u32 segments, __u8 flags,
-				   const struct sock_state *st)
+				   const struct sock_state *st, const struct tcp_sock *tp)
 {
-	emit_event(key, segments, flags, st);
+	emit_event(key, segments, flags, st, tp);
 	account(key, events, segments);
 }
 

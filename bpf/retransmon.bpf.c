@@ -13,6 +13,7 @@
  * This file holds the SEC() handlers and the socket lifecycle; the headers
  * hold the parts they are built from:
  *   common.bpf.h      load-time settings, loss counters
+ *   cause.bpf.h       why: the cause label, as the kernel's TcpExt counters split it
  *   sock.bpf.h        socket readers, flow keys
  *   flows.bpf.h       the swapped flow tables and the coarse-key fold
  *   sent.bpf.h        segments sent: the compare-and-swap protocol
@@ -21,6 +22,7 @@
  *   listeners.bpf.h   listening ports and their owners
  *   core_fixes.bpf.h  the classic tracepoints' record layouts
  */
+#include "cause.bpf.h"
 #include "common.bpf.h"
 #include "core_fixes.bpf.h"
 #include "events.bpf.h"
@@ -35,9 +37,10 @@ char LICENSE[] SEC("license") = "GPL";
 static __always_inline void handle_retransmit(struct sock *sk, const struct sk_buff *skb, int err, __u8 kind,
 					      __u8 state)
 {
+	const struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	struct flow_key key = {};
 	struct sock_state *st = NULL;
-	__u32 counted_now, segments;
+	__u32 counted_now, segments, own;
 
 	/* Before 6.17 the tracepoint fired only for transmitted segments (err 0). */
 	counted_now = err ? 0 : (skb ? skb_segments(skb, false) : 1);
@@ -48,7 +51,7 @@ static __always_inline void handle_retransmit(struct sock *sk, const struct sk_b
 			remember_port(st, sk);
 			if (!(st->flags & SOCK_STATE_BASELINE))
 				first_seen(st, sk, counted_now);
-			segments = retrans_delta(sk, st, counted_now);
+			segments = retrans_delta(tp ? tp->total_retrans : 0, st, counted_now);
 		}
 	}
 	if (!segments)
@@ -56,7 +59,13 @@ static __always_inline void handle_retransmit(struct sock *sk, const struct sk_b
 	key_for_sock(&key, sk, st ? st->lport : 0, st && (st->flags & SOCK_STATE_PASSIVE));
 	key.state = state;
 	key.kind = kind;
-	report(&key, 1, segments, 0, st);
+	key.cause = retransmit_cause(tp, skb, err);
+	emit_event(&key, segments, 0, st, tp);
+	/* This skb's own segments are of its cause; more is a skipped run's, caught up here. */
+	own = err || segments <= counted_now ? segments : counted_now;
+	account(&key, 1, own);
+	if (segments > own)
+		account_unclassified(&key, segments - own);
 }
 
 /*
@@ -80,7 +89,9 @@ static __always_inline void settle_close(struct sock *sk, int oldstate)
 			key_for_sock(&key, sk, st->lport, st->flags & SOCK_STATE_PASSIVE);
 			key.state = oldstate;
 			key.kind = RM_KIND_RETRANSMIT;
-			report(&key, 0, delta, RM_EVENT_RECONCILED, st);
+			key.cause = RM_CAUSE_TIMEOUT;
+			emit_event(&key, delta, RM_EVENT_RECONCILED, st, bpf_skc_to_tcp_sock(sk));
+			account_unclassified(&key, delta);
 		}
 	}
 	bpf_sk_storage_delete(&sock_states, sk);
@@ -201,7 +212,8 @@ int BPF_PROG(tp_btf_tcp_retransmit_synack, struct sock *sk, struct request_sock 
 	}
 	/* Otherwise the listener answers for a request socket: one segment. */
 	key_for_request(&key, sk, req, false);
-	report(&key, 1, 1, 0, use_sk_storage ? sock_state_of(sk, false) : NULL);
+	key.cause = RM_CAUSE_SYN;
+	report(&key, 1, 1, 0, use_sk_storage ? sock_state_of(sk, false) : NULL, NULL);
 	return 0;
 }
 
@@ -340,7 +352,8 @@ int tracepoint_tcp_retransmit_skb(void *ctx)
 	key.state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	key.kind = RM_KIND_RETRANSMIT;
 	key.cgroup = sock_cgroup_id(sk, true);
-	report(&key, 1, segments, 0, NULL);
+	key.cause = retransmit_cause_probed(skb);
+	report(&key, 1, segments, 0, NULL, NULL);
 	return 0;
 }
 
@@ -350,6 +363,7 @@ int tracepoint_tcp_retransmit_synack(struct trace_event_raw_tcp_retransmit_synac
 	struct flow_key key = {};
 
 	key_for_request(&key, args->skaddr, args->req, true);
-	report(&key, 1, 1, 0, NULL);
+	key.cause = RM_CAUSE_SYN;
+	report(&key, 1, 1, 0, NULL, NULL);
 	return 0;
 }

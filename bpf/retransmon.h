@@ -18,6 +18,17 @@
 #define RM_FLOW_PASSIVE 0x2 /* this host accepted the connection: lport is the service */
 #define RM_FLOW_META 0x80  /* the per-table bookkeeping entry, not a flow */
 
+/*
+ * flow_key.cause, retrans_event.cause: why the kernel retransmitted. Each maps
+ * onto the TcpExt counter it must equal per namespace (docs/counting.md).
+ */
+#define RM_CAUSE_NONE 0       /* segments sent (kind sent): no cause */
+#define RM_CAUSE_FAST 1       /* retransmit queue outside Loss: TCPFastRetrans */
+#define RM_CAUSE_SLOW_START 2 /* retransmit queue in Loss (after a timeout): TCPSlowStartRetrans */
+#define RM_CAUSE_TIMEOUT 3    /* the RTO timer's own retransmit; also what no other cause claims */
+#define RM_CAUSE_TLP 4        /* a tail loss probe that retransmits */
+#define RM_CAUSE_SYN 5        /* SYN and SYN-ACK retransmits: TCPSynRetrans */
+
 /* retrans_event.flags */
 #define RM_EVENT_RECONCILED 0x1 /* segments whose own event was missed, found at close */
 
@@ -33,7 +44,8 @@ struct flow_key {
 	__u16 lport;  /* local port, host byte order */
 	__u16 rport;  /* remote port, host byte order */
 	__u8 flags;   /* RM_FLOW_* */
-	__u8 pad[3];
+	__u8 cause;   /* RM_CAUSE_* */
+	__u8 pad[2];
 	__u8 laddr[16]; /* local address; IPv4 in the first 4 bytes */
 	__u8 raddr[16]; /* remote address */
 };
@@ -56,7 +68,11 @@ struct retrans_event {
 	__u16 lport;
 	__u16 rport;
 	__u8 flags; /* RM_EVENT_* */
-	__u8 pad[3];
+	__u8 cause; /* RM_CAUSE_* */
+	__u8 backoff; /* the socket's RTO backoff exponent (icsk_backoff) */
+	__u8 pad;
+	__u32 srtt_us; /* smoothed RTT, microseconds */
+	__u32 rto_ms;  /* retransmission timeout, milliseconds (0 if the kernel's HZ is unknown) */
 	char comm[RM_COMM_LEN]; /* owner command name, empty if unknown */
 	__u8 laddr[16];
 	__u8 raddr[16];
@@ -87,6 +103,7 @@ struct loss_counts {
 	__u64 unaccounted_events; /* flow table and coarse reserve both full */
 	__u64 unaccounted_segments;
 	__u64 untracked_sockets; /* socket table full: their sent segments are not counted */
+	__u64 unclassified_segments; /* found at close or caught up: counted with cause timeout */
 };
 
 #endif /* __RETRANSMON_H */

@@ -63,9 +63,8 @@ static __always_inline void take_baseline(struct sock_state *st, const struct so
  * counted_now is what this event counted on its own, used only the first
  * time a socket is seen (one that existed before we attached).
  */
-static __always_inline __u32 retrans_delta(struct sock *sk, struct sock_state *st, __u32 counted_now)
+static __always_inline __u32 retrans_delta(__u32 total, struct sock_state *st, __u32 counted_now)
 {
-	__u32 total = sock_total_retrans(sk);
 	__u32 delta;
 
 	if (!(st->flags & SOCK_STATE_BASELINE)) {

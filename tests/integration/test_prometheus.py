@@ -114,7 +114,7 @@ def test_alert_rules_load_and_evaluate(
     data = server.api("rules")
     assert isinstance(data, dict)
     rules = [rule for group in data["groups"] for rule in group["rules"]]
-    assert len(rules) == 7
+    assert len(rules) == 8
     for rule in rules:
         assert rule["health"] == "ok", (rule["name"], rule.get("lastError"))
         assert "lastEvaluation" in rule

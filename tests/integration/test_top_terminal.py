@@ -72,8 +72,9 @@ def test_top_in_a_terminal_shows_the_lossy_peer_and_quits_on_q(lossy: TestBed, e
         lines = screen.splitlines()
         assert all(len(line) <= 80 for line in lines)
         header = next(line for line in lines if line.startswith("PEER"))
-        assert header.split() == ["PEER", "LPORT", "OWNER", "STATE", "SEGS/s", "EVT/s", "TOTAL"]
+        assert header.split() == ["PEER", "LPORT", "OWNER", "STATE", "WHY", "SEGS/s", "EVT/s", "TOTAL"]
         row = next(line for line in lines if line.startswith(peer))
+        assert row.split()[4] in {"fast", "slow", "rto", "tlp", "syn"}
         assert int(row.split()[-1]) > 0  # total segments
         assert "sorted by segments/s" in screen
         tmux.keys("p")

@@ -28,7 +28,11 @@ JSON_KEYS = [
     "dst_port",
     "state",
     "kind",
+    "cause",
     "segments",
+    "srtt_us",
+    "rto_ms",
+    "backoff",
     "netns",
     "cgroup",
     "pid",
@@ -263,7 +267,7 @@ def test_lost_records_are_reported() -> None:
 
 def test_event_stream_records_every_segment_and_leaves_the_flow_tables_empty() -> None:
     """trace/top read records only: their programs count no flows, which nobody would drain."""
-    from retransmon.live.events import EventDecoder
+    from retransmon.live.decode import decode_event
     from retransmon.live.stream import EventStream
 
     records: list[bytes] = []
@@ -273,7 +277,7 @@ def test_event_stream_records_every_segment_and_leaves_the_flow_tables_empty() -
         kernel = settled_retranssegs(tb.client) - before
         for _ in range(20):
             stream.poll(100)
-        events = [EventDecoder().decode(r) for r in records]
+        events = [decode_event(r) for r in records]
         ours = sum(e.segments for e in events if e.flow.netns == tb.client.inode)
         assert stream.bpf.tables is not None
         flows = stream.bpf.tables.peek()

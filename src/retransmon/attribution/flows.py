@@ -8,6 +8,11 @@ from dataclasses import dataclass
 from retransmon.attribution.addresses import decode_address
 from retransmon.attribution.tcpstates import state_name
 from retransmon.kernel.structs import (
+    CAUSE_FAST,
+    CAUSE_SLOW_START,
+    CAUSE_SYN,
+    CAUSE_TAIL_LOSS_PROBE,
+    CAUSE_TIMEOUT,
     FLOW_COARSE,
     FLOW_COUNTS,
     FLOW_KEY,
@@ -18,6 +23,21 @@ from retransmon.kernel.structs import (
 )
 
 KIND_NAMES = {KIND_RETRANSMIT: "retransmit", KIND_SYNACK: "synack", KIND_SENT: "sent"}
+CAUSE_NAMES = {
+    CAUSE_FAST: "fast",
+    CAUSE_SLOW_START: "slow_start",
+    CAUSE_TIMEOUT: "timeout",
+    CAUSE_TAIL_LOSS_PROBE: "tail_loss_probe",
+    CAUSE_SYN: "syn",
+}
+# Each cause's TcpExt counter (/proc/net/netstat), which it equals per namespace.
+CAUSE_COUNTERS = {"fast": "TCPFastRetrans", "slow_start": "TCPSlowStartRetrans", "syn": "TCPSynRetrans"}
+# Where segments go whose cause cannot be known (a run the kernel skipped, found later).
+UNKNOWN_CAUSE = "timeout"
+
+
+def cause_name(cause: int) -> str:
+    return CAUSE_NAMES.get(cause, f"cause_{cause}") if cause else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +55,7 @@ class Flow:
     state: str
     kind: str
     passive: bool
+    cause: str = ""  # empty for segments sent
 
 
 @dataclass(slots=True)
@@ -48,7 +69,9 @@ class Counts:
 
 
 def decode_flow(raw_key: bytes) -> Flow:
-    (cgroup, netns, family, state, kind, lport, rport, flags, _pad, laddr, raddr) = FLOW_KEY.unpack(raw_key)
+    (cgroup, netns, family, state, kind, lport, rport, flags, cause, _pad, laddr, raddr) = FLOW_KEY.unpack(
+        raw_key
+    )
     version, src = decode_address(family, laddr)
     _, dst = decode_address(family, raddr)
     coarse = bool(flags & FLOW_COARSE)
@@ -63,6 +86,7 @@ def decode_flow(raw_key: bytes) -> Flow:
         state=state_name(state) if kind != KIND_SENT else "",
         kind=KIND_NAMES.get(kind, f"kind_{kind}"),
         passive=bool(flags & FLOW_PASSIVE),
+        cause=cause_name(cause) if kind != KIND_SENT else "",
     )
 
 

@@ -23,6 +23,7 @@ LABEL_NAMES: tuple[str, ...] = (
     "service_port",
     "state",
     "kind",
+    "cause",
     "netns",
     "cgroup",
     "container_id",
@@ -32,7 +33,7 @@ LABEL_NAMES: tuple[str, ...] = (
     "namespace",
 )
 
-DEFAULT_LABELS: tuple[str, ...] = ("ip_version", "src_ip", "dst_ip", "service_port", "state", "kind")
+DEFAULT_LABELS: tuple[str, ...] = ("ip_version", "src_ip", "dst_ip", "service_port", "state", "kind", "cause")
 # The original blog's label set, for dashboards built on it.
 FLOW_LABELS: tuple[str, ...] = ("ip_version", "src_ip", "src_port", "dst_ip", "dst_port")
 PRESETS = {"default": DEFAULT_LABELS, "flow": FLOW_LABELS}
@@ -40,7 +41,7 @@ PRESETS = {"default": DEFAULT_LABELS, "flow": FLOW_LABELS}
 # Labels that name one endpoint; when series are folded these read "other".
 ENDPOINT_LABELS = frozenset({"src_ip", "src_port", "dst_ip", "dst_port", "service_port"})
 # Labels that do not apply to segments sent (tcp_segments_sent_total).
-RETRANSMIT_ONLY_LABELS = frozenset({"state", "kind"})
+RETRANSMIT_ONLY_LABELS = frozenset({"state", "kind", "cause"})
 
 
 def parse_labels(text: str) -> tuple[str, ...]:
@@ -117,6 +118,8 @@ class Projector:
             return flow.state
         if name == "kind":
             return flow.kind
+        if name == "cause":
+            return flow.cause
         if name == "netns":
             return str(flow.netns)
         if name == "cgroup":

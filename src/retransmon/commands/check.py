@@ -169,11 +169,30 @@ def _try_load(hooks: str) -> list[Finding]:
                 + ("exact (matches RetransSegs)" if bpf.exact else "per event (may differ from RetransSegs)"),
             )
         ]
+        found.append(cause_finding(plan.name))
         for name, why in bpf.rejected:
             found.append(Finding(WARN, f"hooks {name}", f"refused: {why}"))
         return found + loaded_findings(bpf)
     finally:
         bpf.close()
+
+
+def cause_finding(plan: str) -> Finding:
+    """Whether the cause label can tell fast, slow_start, timeout and tail_loss_probe apart."""
+    if plan.startswith("tp_btf"):
+        return Finding(
+            OK,
+            "cause label",
+            "fast, slow_start, timeout, tail_loss_probe, syn from the socket's state at each retransmit"
+            + ("" if plan != "tp_btf-per-event" else " (per event: skipped runs are not caught up)"),
+        )
+    return Finding(
+        WARN,
+        "cause label",
+        f'{plan} hooks cannot tell causes apart: SYN and SYN-ACK retransmits read cause="syn", '
+        'every other retransmit cause="fast"',
+        "use a kernel whose BTF has the tcp tracepoints (tp_btf) for the other causes",
+    )
 
 
 def render(findings: list[Finding]) -> str:

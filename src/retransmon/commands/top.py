@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--sort",
         choices=SORT_KEYS,
         default="rate",
-        help="initial sort order (keys in the live view: r, e, t, p; default: rate)",
+        help="initial sort order (keys in the live view: r, e, t, p, o; default: rate)",
     )
     top.add_argument(
         "--rows", type=common.positive_int, default=20, metavar="N", help="flows shown when not a terminal"

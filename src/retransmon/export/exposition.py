@@ -6,7 +6,7 @@ The three per-flow counter families are nearly all of the output, and a
 series' labels do not change, so :class:`SeriesWriter` renders each label set
 once and reuses it while the series exists. The agent's health and process
 metrics (a few dozen samples) still go through prometheus_client, from the
-same snapshot. ``tests/unit/test_exposition.py`` checks that both ways give
+same snapshot. ``tests/unit/export/test_exposition.py`` checks that both ways give
 the same samples.
 """
 
@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from retransmon.attribution.labels import sent_labels
-from retransmon.export.collector import EVENTS_HELP, SEGMENTS_HELP, SENT_HELP, RetransmonCollector
+from retransmon.export.collector import RetransmonCollector
+from retransmon.export.families import SERIES
 from retransmon.export.harvester import Snapshot
 from retransmon.export.series import Sample
 
@@ -74,28 +74,25 @@ class _LabelCache:
 
 
 class SeriesWriter:
-    """tcp_retransmitted_segments_total, tcp_retransmissions_total, tcp_segments_sent_total."""
+    """The per-flow counter families of :data:`~retransmon.export.families.SERIES`."""
 
     def __init__(self, labels: tuple[str, ...]) -> None:
-        self._retrans = _LabelCache(labels)
-        self._sent = _LabelCache(sent_labels(labels))
+        # One cache per series table (keyed by SeriesFamily.sent): its families share the label strings.
+        self._caches = {f.sent: _LabelCache(f.label_names(labels)) for f in SERIES}
 
     def render(self, snap: Snapshot, openmetrics: bool) -> bytes:
-        retrans_labels = self._retrans.lookup(snap.retransmits)
-        sent_labels_ = self._sent.lookup(snap.sent)
-        families = (
-            ("tcp_retransmitted_segments", SEGMENTS_HELP, snap.retransmits, retrans_labels, "segments"),
-            ("tcp_retransmissions", EVENTS_HELP, snap.retransmits, retrans_labels, "events"),
-            ("tcp_segments_sent", SENT_HELP, snap.sent, sent_labels_, "segments"),
-        )
+        rendered: dict[bool, list[str]] = {}  # label strings of each series table, looked up once
         parts: list[str] = []
-        for name, doc, samples, labels, field in families:
+        for f in SERIES:
+            samples = f.samples(snap)
+            labels = rendered.get(f.sent)
+            if labels is None:
+                labels = rendered[f.sent] = self._caches[f.sent].lookup(samples)
             # OpenMetrics names the family without _total; the text format names it as its samples.
-            family = name if openmetrics else f"{name}_total"
-            parts.append(f"# HELP {family} {_escape_help(doc)}\n# TYPE {family} counter\n")
-            parts.extend(
-                f"{name}_total{lab} {getattr(s, field)}\n" for s, lab in zip(samples, labels, strict=True)
-            )
+            family = f.name if openmetrics else f"{f.name}_total"
+            parts.append(f"# HELP {family} {_escape_help(f.help)}\n# TYPE {family} counter\n")
+            sample_name, value = f"{f.name}_total", f.value
+            parts.extend(f"{sample_name}{lab} {value(s)}\n" for s, lab in zip(samples, labels, strict=True))
         return "".join(parts).encode()
 
 

@@ -31,10 +31,7 @@ class Snapshot:
 
     retransmits: list[Sample]
     sent: list[Sample]
-    events_lost: int
-    unaccounted_events: int
-    unaccounted_segments: int
-    untracked_sockets: int
+    losses: Losses
     series_folded: int
     flow_entries: int
     flow_capacity: int
@@ -100,10 +97,7 @@ class Harvester:
             return Snapshot(
                 retransmits=self.retransmits.samples(),
                 sent=self.sent.samples(),
-                events_lost=st.losses.events_lost,
-                unaccounted_events=st.losses.unaccounted_events,
-                unaccounted_segments=st.losses.unaccounted_segments,
-                untracked_sockets=st.losses.untracked_sockets,
+                losses=st.losses,
                 series_folded=self.retransmits.folded_records + self.sent.folded_records,
                 flow_entries=st.last_entries,
                 flow_capacity=kernel.flow_capacity,

@@ -3,7 +3,7 @@
 Each :class:`~retransmon.kernel.layout.Layout` here is checked field by field
 against the BTF of the compiled object (``tests/unit/kernel/test_layout_btf.py``),
 so the two sides cannot drift. Decoding bytes into flows and events is the job
-of :mod:`retransmon.attribution.flows` and :mod:`retransmon.live.events`; this
+of :mod:`retransmon.attribution.flows` and :mod:`retransmon.live.decode`; this
 module only says where the bytes are.
 """
 
@@ -23,6 +23,14 @@ FLOW_COARSE = 0x1  # the table was full: addresses and ports zeroed
 FLOW_PASSIVE = 0x2  # this host accepted the connection: lport is the service
 FLOW_META = 0x80  # the per-table bookkeeping entry, not a flow
 
+# flow_key.cause, retrans_event.cause (RM_CAUSE_*): why; 0 for segments sent
+CAUSE_NONE = 0
+CAUSE_FAST = 1  # retransmit queue outside Loss: TcpExt TCPFastRetrans
+CAUSE_SLOW_START = 2  # retransmit queue in Loss: TCPSlowStartRetrans
+CAUSE_TIMEOUT = 3  # the RTO timer's own; also refused sends and unknown causes
+CAUSE_TAIL_LOSS_PROBE = 4
+CAUSE_SYN = 5  # SYN and SYN-ACK: TCPSynRetrans
+
 # retrans_event.flags (RM_EVENT_*)
 EVENT_RECONCILED = 0x1  # segments whose own event was skipped, found at the next event or close
 
@@ -37,7 +45,8 @@ FLOW_KEY = Layout(
         Field("lport", "H"),
         Field("rport", "H"),
         Field("flags", "B"),
-        Field("pad", "3s"),
+        Field("cause", "B"),
+        Field("pad", "2s"),
         Field("laddr", "16s"),
         Field("raddr", "16s"),
     ],
@@ -62,7 +71,11 @@ RETRANS_EVENT = Layout(
         Field("lport", "H"),
         Field("rport", "H"),
         Field("flags", "B"),
-        Field("pad", "3s"),
+        Field("cause", "B"),
+        Field("backoff", "B"),
+        Field("pad", "B"),
+        Field("srtt_us", "I"),
+        Field("rto_ms", "I"),
         Field("comm", "16s"),
         Field("laddr", "16s"),
         Field("raddr", "16s"),
@@ -81,6 +94,7 @@ class Losses:
     unaccounted_events: int = 0  # retransmit events with no room in the flow table, not even a coarse key
     unaccounted_segments: int = 0  # their segments, and segments sent with no room
     untracked_sockets: int = 0  # socket table full: their segments sent are not counted
+    unclassified_segments: int = 0  # cause unknown (a skipped run's, caught up or at close): `timeout`
 
 
 # The per-CPU `losses` array's value: every field a __u64, in Losses' order (one edit adds a counter).
@@ -89,7 +103,7 @@ LOSS_COUNTS = Layout("loss_counts", [Field(f.name, "Q") for f in fields(Losses)]
 # The key of every one-entry array (flow_tables, settings, losses).
 ZERO_U32 = (0).to_bytes(4, "little")
 # The bookkeeping entry each flow table holds: its `events` count the table's flows.
-META_KEY = FLOW_KEY.pack(0, 0, 0, 0, 0, 0, 0, FLOW_META, b"", b"", b"")
+META_KEY = FLOW_KEY.pack(0, 0, 0, 0, 0, 0, 0, FLOW_META, 0, b"", b"", b"")
 ZERO_COUNTS = FLOW_COUNTS.pack(0, 0)
 
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from retransmon.live.events import EventFlow
+from retransmon.live.decode import EventFlow
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 KINDS = ("retransmit", "synack")
@@ -93,26 +93,6 @@ class EventFilter:
         if self.ports and flow.src_port not in self.ports and flow.dst_port not in self.ports:
             return False
         return not self.hosts or _in(flow.src_ip, self.hosts) or _in(flow.dst_ip, self.hosts)
-
-
-class CachedFilter:
-    """EventFilter.matches remembered per record key (the flow part of a record's bytes)."""
-
-    LIMIT = 65536
-
-    def __init__(self, event_filter: EventFilter) -> None:
-        self.filter = event_filter
-        self._seen: dict[bytes, bool] = {}
-
-    def matches(self, key: bytes, flow: EventFlow) -> bool:
-        if self.filter.empty:
-            return True
-        hit = self._seen.get(key)
-        if hit is None:
-            if len(self._seen) >= self.LIMIT:
-                self._seen.clear()
-            hit = self._seen[key] = self.filter.matches(flow)
-        return hit
 
 
 def add_filter_options(p: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ class EventStream:
     """Attached programs with a ring buffer reader; use as a context manager.
 
     *on_record* is called with the bytes of every record (a struct retrans_event, see
-    retransmon.live.events), from :meth:`poll`, in the caller's thread.
+    retransmon.live.decode), from :meth:`poll`, in the caller's thread.
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """`retransmon top`: a live terminal view of the flows retransmitting the most.
 
 On a terminal: a full-screen table (rich), redrawn every interval, keys
-``r`` ``e`` ``t`` ``p`` to sort by segments/s, events/s, total and peer, ``q`` to
+``r`` ``e`` ``t`` ``p`` ``o`` to sort by segments/s, events/s, total, peer and RTO timeouts, ``q`` to
 quit. Fits 80 columns: addresses are shortened before anything else is.
 When stdout is not a terminal: a plain text block every interval.
 """
@@ -25,16 +25,23 @@ from rich.live import Live
 from rich.text import Text
 
 from retransmon import defaults
-from retransmon.live.events import DecodeError, EventDecoder
-from retransmon.live.filter import CachedFilter, EventFilter
+from retransmon.attribution.flows import cause_name
+from retransmon.live.decode import DecodeError, Decoder
+from retransmon.live.filter import EventFilter
 from retransmon.live.stream import EventStream
-from retransmon.live.topmodel import FlowRow, TopModel
+from retransmon.live.topmodel import CAUSE_SHORT, FlowRow, TopModel
 from retransmon.live.trace import endpoint
 
 POLL_MS = 50
 YIELD_EVERY = 4096  # records handled before a long poll returns to look at the keyboard
-KEYS = {"r": "rate", "e": "events", "t": "total", "p": "peer"}
-SORT_TITLES = {"rate": "segments/s", "events": "events/s", "total": "total segments", "peer": "peer"}
+KEYS = {"r": "rate", "e": "events", "t": "total", "p": "peer", "o": "timeouts"}
+SORT_TITLES = {
+    "rate": "segments/s",
+    "events": "events/s",
+    "total": "total segments",
+    "peer": "peer",
+    "timeouts": "RTO timeouts",
+}
 HEADER_LINES = 5  # title, totals, blank, table header, and one spare
 
 
@@ -69,7 +76,8 @@ def summary_line(model: TopModel, interval: float) -> str:
 
 
 PLAIN_HEADER = (
-    f"{'PEER':<25} {'LOCAL':<25} {'OWNER':<16} {'STATE':<11} {'SEGS/s':>7} {'EVT/s':>6} {'TOTAL':>8}"
+    f"{'PEER':<25} {'LOCAL':<25} {'OWNER':<16} {'STATE':<11} {'CAUSE':<15} "
+    f"{'SEGS/s':>7} {'EVT/s':>6} {'TOTAL':>8}"
 )
 
 
@@ -81,7 +89,7 @@ def render_plain(model: TopModel, sort: str, rows: int, interval: float, now: fl
         peer = endpoint(row.ip_version, row.dst_ip, row.dst_port)
         local = endpoint(row.ip_version, row.src_ip, row.src_port)
         lines.append(
-            f"{peer:<25} {local:<25} {owner(row)[:16]:<16} {row.state:<11} "
+            f"{peer:<25} {local:<25} {owner(row)[:16]:<16} {row.state:<11} {row.cause or '-':<15} "
             f"{rate_text(row.rate):>7} {rate_text(row.event_rate):>6} {row.total_segments:>8}"
         )
     return "\n".join(lines) + "\n\n"
@@ -106,7 +114,7 @@ WIDE = 110  # from this many columns on, the local end is shown in full, else on
 def columns_for(width: int) -> list[Column]:
     """Column widths that fill *width* (at least 80): the peer column takes what is left."""
     local = Column("LOCAL", 25) if width >= WIDE else Column("LPORT", 5, True)
-    fixed = [local, Column("OWNER", 14), Column("STATE", 11), *NUMBER_COLUMNS]
+    fixed = [local, Column("OWNER", 14), Column("STATE", 11), Column("WHY", 4), *NUMBER_COLUMNS]
     used = sum(c.width for c in fixed) + len(fixed) + 1  # a space between columns, the last one free
     peer = Column("PEER", max(15, min(47, width - used)))
     return [peer, *fixed]
@@ -119,6 +127,7 @@ def _cells(row: FlowRow, local_full: bool) -> list[str]:
         local,
         owner(row),
         row.state,
+        CAUSE_SHORT.get(row.cause, row.cause),
         rate_text(row.rate),
         rate_text(row.event_rate),
         str(row.total_segments),
@@ -150,7 +159,7 @@ def render_view(
     title = Text.assemble(
         ("retransmon top", "bold"),
         f"  {time.strftime('%H:%M:%S', time.localtime(now))}  sorted by {SORT_TITLES[sort]}  ",
-        ("r e t p", "bold"),
+        ("r e t p o", "bold"),
         " sort  ",
         ("q", "bold"),
         " quit",
@@ -194,20 +203,20 @@ class _Yield(Exception):
 class _Collector:
     def __init__(self, model: TopModel, event_filter: EventFilter) -> None:
         self.model = model
-        self._decoder = EventDecoder()
-        self._filter = CachedFilter(event_filter)
+        self._decoder = Decoder(lambda flow: flow, event_filter.matches)
         self._since_yield = 0
         self.draining = False
         self.undecodable = 0
 
     def on_record(self, raw: bytes) -> None:
         try:
-            event = self._decoder.decode(raw)
+            decoded = self._decoder.decode(raw)
         except DecodeError:
             self.undecodable += 1  # not a retrans_event: a BPF object from another version
             return
-        if self._filter.matches(event.key, event.flow):
-            self.model.add(event)
+        if decoded is not None:
+            flow, _boot_ns, segments, reconciled, timing = decoded
+            self.model.add(flow, segments, reconciled, cause_name(timing[0]))
         self._since_yield += 1
         if self._since_yield >= YIELD_EVERY and not self.draining:
             self._since_yield = 0

@@ -10,9 +10,11 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from retransmon.live.events import Event
+from retransmon.live.decode import EventFlow
 
-SORT_KEYS = ("rate", "events", "total", "peer")
+SORT_KEYS = ("rate", "events", "total", "peer", "timeouts")
+# Short cause names for a narrow column.
+CAUSE_SHORT = {"fast": "fast", "slow_start": "slow", "timeout": "rto", "tail_loss_probe": "tlp", "syn": "syn"}
 IDLE_ROLLS = 5  # a flow with no retransmit for this many intervals leaves the table
 
 FlowId = tuple[int, int, str, int, str, int]  # netns, ip_version, src_ip, src_port, dst_ip, dst_port
@@ -37,6 +39,15 @@ class FlowRow:
     window_segments: int = 0
     window_events: int = 0
     idle_rolls: int = 0
+    timeouts: int = 0  # RTO timeouts (retransmit events with cause timeout), in total
+    cause_segments: dict[str, int] = field(default_factory=dict)  # total segments per cause
+
+    @property
+    def cause(self) -> str:
+        """The cause of most of this flow's retransmitted segments ("" before any)."""
+        if not self.cause_segments:
+            return ""
+        return max(self.cause_segments.items(), key=lambda kv: (kv[1], kv[0]))[0]
 
     def peer_order(self) -> tuple[int, int, int]:
         return (self.ip_version, int(ipaddress.ip_address(self.dst_ip)), self.dst_port)
@@ -58,21 +69,24 @@ class TopModel:
     _window_segments: int = 0
     _window_events: int = 0
 
-    def add(self, event: Event) -> None:
-        f = event.flow
+    def add(self, f: EventFlow, segments: int, reconciled: bool, cause: str = "") -> None:
+        """One record of flow *f*: *segments* retransmitted, an event unless *reconciled* (found late)."""
         key = (f.netns, f.ip_version, f.src_ip, f.src_port, f.dst_ip, f.dst_port)
         row = self.flows.get(key)
         if row is None:
             ends = (f.ip_version, f.src_ip, f.src_port, f.dst_ip, f.dst_port)
             row = self.flows[key] = FlowRow(f.netns, *ends, f.pid, f.comm, f.state, f.kind)
         row.state = f.state
-        row.window_segments += event.segments
-        row.total_segments += event.segments
-        self._window_segments += event.segments
-        self.totals.segments += event.segments
-        if not event.reconciled:
+        if cause:
+            row.cause_segments[cause] = row.cause_segments.get(cause, 0) + segments
+        row.window_segments += segments
+        row.total_segments += segments
+        self._window_segments += segments
+        self.totals.segments += segments
+        if not reconciled:
             row.window_events += 1
             row.total_events += 1
+            row.timeouts += cause == "timeout"
             self._window_events += 1
             self.totals.events += 1
 
@@ -98,6 +112,8 @@ class TopModel:
             return sorted(rows, key=lambda r: (-r.event_rate, -r.rate, r.peer_order()))
         if sort == "total":
             return sorted(rows, key=lambda r: (-r.total_segments, r.peer_order()))
+        if sort == "timeouts":
+            return sorted(rows, key=lambda r: (-r.timeouts, -r.rate, r.peer_order()))
         if sort == "rate":
             return sorted(rows, key=lambda r: (-r.rate, -r.total_segments, r.peer_order()))
         raise ValueError(f"unknown sort key {sort!r}; choose one of {', '.join(SORT_KEYS)}")

@@ -19,28 +19,20 @@ from typing import TextIO
 
 from retransmon import defaults
 from retransmon.attribution.cgroups import UNKNOWN, CgroupResolver
-from retransmon.kernel.structs import EVENT_RECONCILED
-from retransmon.live.events import (
-    PER_RECORD,
-    BootClock,
-    DecodeError,
-    Event,
-    EventFlow,
-    Rfc3339,
-    decode_flow_part,
-    flow_key_of,
-)
+from retransmon.attribution.flows import cause_name
+from retransmon.live.clock import BootClock, Rfc3339
+from retransmon.live.decode import NO_TIMING, DecodeError, Decoder, Event, EventFlow, Timing
 from retransmon.live.filter import EventFilter
 from retransmon.live.stream import EventStream
 
 POLL_MS = 100
 LOST_CHECK_SECONDS = 1.0
 BATCH_LINES = 4096  # written out at least this often while one poll keeps finding records
-CACHE_LIMIT = 65536
 
 TEXT_HEADER = (
     f"{'TIME':<8} {'PID':<7} {'COMM':<12} {'IP':<2} {'LADDR:LPORT':<21} {'T>':<2} "
-    f"{'RADDR:RPORT':<21} {'STATE':<11} {'KIND':<10} {'SEGS':>4}"
+    f"{'RADDR:RPORT':<21} {'STATE':<11} {'KIND':<10} {'SEGS':>4} "
+    f"{'CAUSE':<15} {'SRTT_US':>8} {'RTO_MS':>7} {'BO':>2}"
 )
 COUNT_HEADER = f"{'NETNS':<10} {'IP':<2} {'LADDR:LPORT':<21} {'RADDR:RPORT':<21} {'EVENTS':>8} {'SEGS':>8}"
 
@@ -93,13 +85,21 @@ class TextFormatter:
         right = f"{remote:<21} {flow.state:<11} {flow.kind:<10}"
         return left, right, type_mark(flow, False)
 
-    def render(self, prepared: Prepared, boot_ns: int, segments: int, reconciled: bool) -> str:
+    def render(
+        self, prepared: Prepared, boot_ns: int, segments: int, reconciled: bool, timing: Timing = NO_TIMING
+    ) -> str:
         left, right, mark = prepared
         when = self._time.format(self._clock.wall_ns(boot_ns))
-        return f"{when:<8} {left} {'C>' if reconciled else mark} {right} {segments:>4}\n"
+        cause, backoff, srtt_us, rto_ms = timing
+        return (
+            f"{when:<8} {left} {'C>' if reconciled else mark} {right} {segments:>4} "
+            f"{cause_name(cause) or '-':<15} {srtt_us:>8} {rto_ms:>7} {backoff:>2}\n"
+        )
 
     def line(self, event: Event) -> str:
-        return self.render(self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled)
+        return self.render(
+            self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled, event.timing
+        )
 
 
 class JsonFormatter:
@@ -131,13 +131,21 @@ class JsonFormatter:
         }
         return json.dumps(head)[1:-1], json.dumps(tail)[1:-1], ""
 
-    def render(self, prepared: Prepared, boot_ns: int, segments: int, reconciled: bool) -> str:
+    def render(
+        self, prepared: Prepared, boot_ns: int, segments: int, reconciled: bool, timing: Timing = NO_TIMING
+    ) -> str:
         head, tail, _ = prepared
         when = self._time.format(self._clock.wall_ns(boot_ns))
-        return f'{{"time": "{when}", {head}, "segments": {segments}, {tail}}}\n'
+        cause, backoff, srtt_us, rto_ms = timing
+        return (
+            f'{{"time": "{when}", {head}, "cause": "{cause_name(cause)}", "segments": {segments}, '
+            f'"srtt_us": {srtt_us}, "rto_ms": {rto_ms}, "backoff": {backoff}, {tail}}}\n'
+        )
 
     def line(self, event: Event) -> str:
-        return self.render(self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled)
+        return self.render(
+            self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled, event.timing
+        )
 
 
 FlowId = tuple[int, int, str, int, str, int]  # netns, ip_version, src_ip, src_port, dst_ip, dst_port
@@ -214,9 +222,6 @@ class TraceStats:
     undecodable: int = 0  # records that are no retrans_event (a mismatched BPF object)
 
 
-_Entry = tuple[EventFlow, Prepared] | None
-
-
 class _Stop(Exception):
     """Raised from the record callback to leave a poll that keeps finding records."""
 
@@ -231,12 +236,16 @@ class Tracer:
         self.counter = Counter()
         self._stop = stop
         self._deadline = None if options.duration is None else time.monotonic() + options.duration
-        self._flows: dict[bytes, _Entry] = {}  # by flow_key_of(record); None: filtered out
         self._pending: list[str] = []
         self.draining = False  # reading what is left after records were switched off: never stop early
         self.formatter: TextFormatter | JsonFormatter = (
             JsonFormatter(clock, CgroupResolver().path) if options.json else TextFormatter(clock)
         )
+        self._decoder = Decoder(self._prepare, options.event_filter.matches)
+
+    def _prepare(self, flow: EventFlow) -> tuple[EventFlow, Prepared]:
+        """What is kept per flow: the flow (for --count) and the constant parts of its lines."""
+        return flow, self.formatter.prepare(flow)
 
     def expired(self) -> bool:
         return self._stop.is_set() or (self._deadline is not None and time.monotonic() >= self._deadline)
@@ -246,34 +255,23 @@ class Tracer:
             return POLL_MS
         return max(0, min(POLL_MS, int((self._deadline - time.monotonic()) * 1000)))
 
-    def _learn(self, raw: bytes, key: bytes) -> _Entry:
-        """Decode, filter and prepare the lines of a flow seen for the first time (or again after a reset)."""
-        flow = decode_flow_part(raw)
-        entry = (flow, self.formatter.prepare(flow)) if self.options.event_filter.matches(flow) else None
-        if len(self._flows) >= CACHE_LIMIT:
-            self._flows.clear()
-        self._flows[key] = entry
-        return entry
-
     def on_record(self, raw: bytes) -> None:
         """One ring buffer record. The hot path: one cache lookup, one unpack, one format."""
-        key = flow_key_of(raw)
         try:
-            entry = self._flows[key] if key in self._flows else self._learn(raw, key)
+            decoded = self._decoder.decode(raw)
         except DecodeError:
             self.stats.undecodable += 1
             return
-        if entry is None:
+        if decoded is None:
             self.stats.filtered += 1
             return
-        boot_ns, segments, flags = PER_RECORD.unpack_from(raw)
-        reconciled = bool(flags & EVENT_RECONCILED)
+        (flow, prepared), boot_ns, segments, reconciled, timing = decoded
         self.stats.events += 1
         self.stats.segments += segments
         if self.options.count:
-            self.counter.add_flow(entry[0], segments, reconciled)
+            self.counter.add_flow(flow, segments, reconciled)
             return
-        self._pending.append(self.formatter.render(entry[1], boot_ns, segments, reconciled))
+        self._pending.append(self.formatter.render(prepared, boot_ns, segments, reconciled, timing))
         if len(self._pending) >= BATCH_LINES:
             self.flush()
             if self.expired() and not self.draining:

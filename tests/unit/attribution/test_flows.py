@@ -35,6 +35,7 @@ def _key(
     state: int = 1,
     kind: int = KIND_RETRANSMIT,
     flags: int = 0,
+    cause: int = 1,
     netns: int = 4026531840,
     cgroup: int = 0x1234_5678_9ABC,
     family: int | None = None,
@@ -42,7 +43,18 @@ def _key(
     fam, laddr = encode_address(src)
     _, raddr = encode_address(dst)
     return FLOW_KEY.pack(
-        cgroup, netns, fam if family is None else family, state, kind, lport, rport, flags, b"", laddr, raddr
+        cgroup,
+        netns,
+        fam if family is None else family,
+        state,
+        kind,
+        lport,
+        rport,
+        flags,
+        cause,
+        b"",
+        laddr,
+        raddr,
     )
 
 
@@ -81,7 +93,7 @@ def test_decode_ipv4_mapped_ipv6_reports_ipv4() -> None:
 def test_decode_ipv4_ignores_bytes_after_the_first_four() -> None:
     laddr = bytes([10, 0, 0, 1]) + b"\xff" * 12
     raddr = bytes([10, 0, 0, 2]) + b"\xee" * 12
-    raw = FLOW_KEY.pack(0, 1, AF_INET, 1, KIND_RETRANSMIT, 1, 2, 0, b"", laddr, raddr)
+    raw = FLOW_KEY.pack(0, 1, AF_INET, 1, KIND_RETRANSMIT, 1, 2, 0, 1, b"", laddr, raddr)
     f = decode_flow(raw)
     assert (f.src_ip, f.dst_ip) == ("10.0.0.1", "10.0.0.2")
 
@@ -104,9 +116,9 @@ def test_coarse_flag_drops_addresses_and_ports(src: str) -> None:
 
 def test_coarse_ipv4_keeps_ip_version() -> None:
     # The kernel zeroes addresses of coarse keys, family stays.
-    raw = FLOW_KEY.pack(5, 6, AF_INET, 1, KIND_RETRANSMIT, 0, 0, FLOW_COARSE, b"", bytes(16), bytes(16))
+    raw = FLOW_KEY.pack(5, 6, AF_INET, 1, KIND_RETRANSMIT, 0, 0, FLOW_COARSE, 1, b"", bytes(16), bytes(16))
     assert decode_flow(raw).ip_version == 4
-    raw6 = FLOW_KEY.pack(5, 6, AF_INET6, 1, KIND_RETRANSMIT, 0, 0, FLOW_COARSE, b"", bytes(16), bytes(16))
+    raw6 = FLOW_KEY.pack(5, 6, AF_INET6, 1, KIND_RETRANSMIT, 0, 0, FLOW_COARSE, 1, b"", bytes(16), bytes(16))
     assert decode_flow(raw6).ip_version == 6
 
 

@@ -33,7 +33,8 @@ def test_flow_preset_is_the_blog_label_set_exactly() -> None:
 
 
 def test_default_preset() -> None:
-    assert parse_labels("default") == ("ip_version", "src_ip", "dst_ip", "service_port", "state", "kind")
+    expected = ("ip_version", "src_ip", "dst_ip", "service_port", "state", "kind", "cause")
+    assert parse_labels("default") == expected
     assert parse_labels("default") == DEFAULT_LABELS
 
 
@@ -48,7 +49,7 @@ def test_default_preset() -> None:
         ("flow,netns", (*FLOW_LABELS, "netns")),
         ("netns,flow", ("netns", *FLOW_LABELS)),
         ("flow,src_ip,cgroup", (*FLOW_LABELS, "cgroup")),  # src_ip already in the preset
-        ("flow,default", (*FLOW_LABELS, "service_port", "state", "kind")),
+        ("flow,default", (*FLOW_LABELS, "service_port", "state", "kind", "cause")),
         ("default,flow", (*DEFAULT_LABELS, "src_port", "dst_port")),
         ("default,default", DEFAULT_LABELS),
         (",".join(LABEL_NAMES), LABEL_NAMES),
@@ -104,10 +105,10 @@ def test_parse_labels_property(items: list[str]) -> None:
     assert list(got) == list(dict.fromkeys(expanded))
 
 
-def test_sent_labels_drop_state_and_kind_only() -> None:
+def test_sent_labels_drop_state_kind_and_cause_only() -> None:
     assert sent_labels(DEFAULT_LABELS) == ("ip_version", "src_ip", "dst_ip", "service_port")
-    assert sent_labels(LABEL_NAMES) == tuple(n for n in LABEL_NAMES if n not in ("state", "kind"))
-    assert sent_labels(("kind", "state")) == ()
+    assert sent_labels(LABEL_NAMES) == tuple(n for n in LABEL_NAMES if n not in ("state", "kind", "cause"))
+    assert sent_labels(("kind", "state", "cause")) == ()
 
 
 # ---------------------------------------------------------------------------
@@ -159,6 +160,7 @@ def _projector(
         ("dst_port", _flow(), "443"),
         ("state", _flow(state="syn_sent"), "syn_sent"),
         ("kind", _flow(kind="synack"), "synack"),
+        ("cause", _flow(cause="slow_start"), "slow_start"),
         ("netns", _flow(netns=4026532000), "4026532000"),
         ("cgroup", _flow(), "/system.slice/nginx.service"),
         ("cgroup", _flow(cgroup=0), "unknown"),
@@ -246,6 +248,7 @@ def test_fold_replaces_exactly_the_endpoint_labels() -> None:
         "443",
         "established",
         "retransmit",
+        "timeout",
         "123",
         "/a",
         "c0ffee",
@@ -264,6 +267,7 @@ def test_fold_replaces_exactly_the_endpoint_labels() -> None:
         OTHER,
         "established",
         "retransmit",
+        "timeout",
         "123",
         "/a",
         "c0ffee",

@@ -33,6 +33,7 @@ def flow(
         state="" if kind == "sent" else "established",
         kind=kind,
         passive=passive,
+        cause="" if kind == "sent" else "fast",
     )
 
 
@@ -56,7 +57,7 @@ def test_service_port(f: Flow, expected: str) -> None:
 def test_sent_flows_get_only_the_sent_labels() -> None:
     p = projector("default")
     assert p.project(flow(kind="sent")) == ("4", "10.0.0.1", "10.0.0.2", "443")
-    assert p.project(flow()) == ("4", "10.0.0.1", "10.0.0.2", "443", "established", "retransmit")
+    assert p.project(flow()) == ("4", "10.0.0.1", "10.0.0.2", "443", "established", "retransmit", "fast")
     assert p.sent == ("ip_version", "src_ip", "dst_ip", "service_port")
 
 

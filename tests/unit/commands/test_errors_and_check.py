@@ -284,3 +284,20 @@ def test_cli_hook_choices_match_program_modes() -> None:
     parser = cli.build_parser()
     for mode in HOOK_MODES:
         assert parser.parse_args(["check", "--hooks", mode]).hooks == mode
+
+
+@pytest.mark.parametrize(
+    ("plan", "status", "says"),
+    [
+        ("tp_btf", check_command.OK, "tail_loss_probe"),
+        ("tp_btf-no-iterators", check_command.OK, "timeout"),
+        ("tp_btf-per-event", check_command.OK, "skipped runs are not caught up"),
+        ("tracepoint", check_command.WARN, 'every other retransmit cause="fast"'),
+    ],
+)
+def test_check_says_where_causes_cannot_be_told_apart(plan: str, status: str, says: str) -> None:
+    finding = check_command.cause_finding(plan)
+    assert finding.item == "cause label"
+    assert finding.status == status
+    assert says in finding.detail
+    assert bool(finding.fix) == (status == check_command.WARN)

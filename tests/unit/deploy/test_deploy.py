@@ -37,7 +37,7 @@ def exported_names() -> set[str]:
 def test_promtool_check_rules_is_clean() -> None:
     result = promtool("check", "rules", "rules.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
 
 
 def test_promtool_test_rules_passes() -> None:

@@ -24,18 +24,19 @@ from retransmon.attribution.addresses import encode_address
 from retransmon.attribution.labels import DEFAULT_LABELS, Projector, parse_labels, sent_labels
 from retransmon.attribution.listening import ListeningPorts
 from retransmon.export.collector import RetransmonCollector
+from retransmon.export.families import HEALTH, SERIES
 from retransmon.export.harvester import Harvester, Snapshot
 from retransmon.export.series import Sample, SeriesTable
 from retransmon.kernel.structs import FLOW_COUNTS, FLOW_KEY, KIND_RETRANSMIT, KIND_SENT, KIND_SYNACK
 from retransmon.kernel.tables import Losses
 from tests.support.fakekernel import FakeBPF, FakeFlowTables
 
-LABELS = DEFAULT_LABELS  # ip_version, src_ip, dst_ip, service_port, state, kind
+LABELS = DEFAULT_LABELS  # ip_version, src_ip, dst_ip, service_port, state, kind, cause
 SENT_LABELS = sent_labels(LABELS)
 
-R1 = ("4", "10.0.0.1", "10.0.0.2", "443", "established", "retransmit")
-R2 = ("6", "2001:db8::1", "2001:db8::2", "22", "syn_recv", "synack")
-R3 = ("4", "other", "other", "other", "established", "retransmit")
+R1 = ("4", "10.0.0.1", "10.0.0.2", "443", "established", "retransmit", "fast")
+R2 = ("6", "2001:db8::1", "2001:db8::2", "22", "syn_recv", "synack", "syn")
+R3 = ("4", "other", "other", "other", "established", "retransmit", "timeout")
 S1 = ("4", "10.0.0.1", "10.0.0.2", "443")
 
 
@@ -43,10 +44,13 @@ def _snapshot(**changes: Any) -> Snapshot:
     snap = Snapshot(
         retransmits=[Sample(R1, 3, 45), Sample(R2, 2, 2), Sample(R3, 1, 7)],
         sent=[Sample(S1, 0, 1000)],
-        events_lost=5,
-        unaccounted_events=2,
-        unaccounted_segments=9,
-        untracked_sockets=6,
+        losses=Losses(
+            events_lost=5,
+            unaccounted_events=2,
+            unaccounted_segments=9,
+            untracked_sockets=6,
+            unclassified_segments=8,
+        ),
         series_folded=11,
         flow_entries=42,
         flow_capacity=16384,
@@ -83,15 +87,15 @@ def test_retransmit_series(values: tuple[str, ...], segments: int, events: int) 
 
 def test_absent_series_has_no_value() -> None:
     reg = _registry(_snapshot())
-    labels = _labels(LABELS, ("4", "10.0.0.9", "10.0.0.2", "443", "established", "retransmit"))
+    labels = _labels(LABELS, ("4", "10.0.0.9", "10.0.0.2", "443", "established", "retransmit", "fast"))
     assert reg.get_sample_value("tcp_retransmitted_segments_total", labels) is None
 
 
-def test_segments_sent_has_no_kind_or_state() -> None:
+def test_segments_sent_has_no_kind_state_or_cause() -> None:
     reg = _registry(_snapshot())
     assert reg.get_sample_value("tcp_segments_sent_total", _labels(SENT_LABELS, S1)) == 1000
-    # With kind/state labels the series does not exist.
-    assert reg.get_sample_value("tcp_segments_sent_total", _labels(LABELS, (*S1, "", "sent"))) is None
+    # With kind/state/cause labels the series does not exist.
+    assert reg.get_sample_value("tcp_segments_sent_total", _labels(LABELS, (*S1, "", "sent", ""))) is None
     fams = {m.name: m for m in reg.collect()}
     for s in fams["tcp_segments_sent"].samples:
         assert set(s.labels) == set(SENT_LABELS)
@@ -161,6 +165,7 @@ def test_no_recursion_misses_series_when_detached() -> None:
         ("retransmon_unaccounted_events_total", 2),
         ("retransmon_unaccounted_segments_total", 9),
         ("retransmon_untracked_sockets_total", 6),
+        ("retransmon_unclassified_segments_total", 8),
         ("retransmon_flow_map_entries", 42),
         ("retransmon_flow_map_capacity", 16384),
         ("retransmon_series_overflow_total", 11),
@@ -185,6 +190,7 @@ def test_health_values(name: str, value: float) -> None:
         ("retransmon_unaccounted_events", "counter"),
         ("retransmon_unaccounted_segments", "counter"),
         ("retransmon_untracked_sockets", "counter"),
+        ("retransmon_unclassified_segments", "counter"),
         ("retransmon_flow_map_entries", "gauge"),
         ("retransmon_flow_map_capacity", "gauge"),
         ("retransmon_series_overflow", "counter"),
@@ -214,7 +220,7 @@ def test_flow_labels() -> None:
 
 
 def test_text_exposition_round_trip() -> None:
-    tricky = ("4", "10.0.0.1", "10.0.0.2", "443", "established", "retransmit")
+    tricky = ("4", "10.0.0.1", "10.0.0.2", "443", "established", "retransmit", "fast")
     reg = _registry(_snapshot())
     text = generate_latest(reg).decode()
     parsed = {f.name: f for f in text_string_to_metric_families(text)}
@@ -298,7 +304,7 @@ def test_two_collectors_conflict_on_names() -> None:
 
 
 def test_each_scrape_reads_a_fresh_snapshot() -> None:
-    snaps = [_snapshot(events_lost=1), _snapshot(events_lost=2)]
+    snaps = [_snapshot(losses=Losses(events_lost=1)), _snapshot(losses=Losses(events_lost=2))]
     registry = CollectorRegistry()
     registry.register(RetransmonCollector(lambda: snaps.pop(0), LABELS))
     assert registry.get_sample_value("retransmon_events_lost_total") == 1
@@ -315,7 +321,9 @@ NETNS = 4026531840
 def _flow_key(kind: int, state: int, src: str, dst: str, *, lport: int, rport: int) -> bytes:
     fam, laddr = encode_address(src)
     _, raddr = encode_address(dst)
-    return FLOW_KEY.pack(0, NETNS, fam, state, kind, lport, rport, 0, b"", laddr, raddr)
+    return FLOW_KEY.pack(
+        0, NETNS, fam, state, kind, lport, rport, 0, 0 if kind == KIND_SENT else 1, b"", laddr, raddr
+    )
 
 
 LOSSES = Losses(events_lost=4, unaccounted_events=3, unaccounted_segments=6, untracked_sockets=5)
@@ -430,3 +438,14 @@ def test_harvest_learns_listening_ports_and_stops_once_detached() -> None:
     h.harvest()
     assert tables.drains == 1
     assert h.snapshot().harvests == 1
+
+
+def test_every_family_of_the_table_is_collected_as_declared() -> None:
+    fams = {m.name: m for m in _registry(_snapshot()).collect()}
+    for series in SERIES:
+        assert (fams[series.name].type, fams[series.name].documentation) == ("counter", series.help)
+    for health in HEALTH:
+        metric = fams[health.name]
+        assert (metric.type, metric.documentation) == (health.kind, health.help)
+        assert metric.samples, health.name
+        assert all(set(s.labels) == set(health.labels) for s in metric.samples), health.name

@@ -20,6 +20,7 @@ from retransmon.export.collector import RetransmonCollector
 from retransmon.export.exposition import AgentExposition, RegistryExposition
 from retransmon.export.harvester import Snapshot
 from retransmon.export.series import Sample
+from retransmon.kernel.tables import Losses
 
 OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"
 SampleSet = set[tuple[str, tuple[tuple[str, str], ...], float]]
@@ -29,10 +30,7 @@ def _snapshot(retransmits: list[Sample], sent: list[Sample]) -> Snapshot:
     return Snapshot(
         retransmits=retransmits,
         sent=sent,
-        events_lost=1,
-        unaccounted_events=0,
-        unaccounted_segments=2,
-        untracked_sockets=3,
+        losses=Losses(events_lost=1, unaccounted_events=0, unaccounted_segments=2, untracked_sockets=3),
         series_folded=4,
         flow_entries=5,
         flow_capacity=16384,
@@ -70,8 +68,8 @@ def _ours(snap: Snapshot, labels: tuple[str, ...], openmetrics: bool) -> tuple[S
     return _samples(parse(text)), text, content_type
 
 
-TRICKY = ("4", 'quo"te', "back\\slash", "new\nline", "établi", "")
-PLAIN = ("6", "2001:db8::1", "2001:db8::2", "443", "established", "retransmit")
+TRICKY = ("4", 'quo"te', "back\\slash", "new\nline", "établi", "", "tail_loss_probe")
+PLAIN = ("6", "2001:db8::1", "2001:db8::2", "443", "established", "retransmit", "fast")
 
 
 def test_text_format_has_the_reference_samples() -> None:
@@ -125,7 +123,7 @@ def test_series_that_disappear_are_forgotten() -> None:
     current[0] = later
     text = exposition.render("")[0].decode()
     assert "2001:db8::1" not in text
-    assert len(exposition._writer._retrans._rendered) == 1  # the cache itself
+    assert len(exposition._writer._caches[False]._rendered) == 1  # the cache itself
 
 
 def test_registry_exposition_negotiates_like_prometheus_client() -> None:

@@ -190,7 +190,8 @@ def test_flow_key_known_offsets(btf: libbpf.Btf) -> None:
         "lport": 16,
         "rport": 18,
         "flags": 20,
-        "pad": 21,
+        "cause": 21,
+        "pad": 22,
         "laddr": 24,
         "raddr": 40,
     }
@@ -211,12 +212,16 @@ def test_retrans_event_known_offsets(btf: libbpf.Btf) -> None:
         "lport": 32,
         "rport": 34,
         "flags": 36,
-        "pad": 37,
-        "comm": 40,
-        "laddr": 56,
-        "raddr": 72,
+        "cause": 37,
+        "backoff": 38,
+        "pad": 39,
+        "srtt_us": 40,
+        "rto_ms": 44,
+        "comm": 48,
+        "laddr": 64,
+        "raddr": 80,
     }
-    assert c.size == 88
+    assert c.size == 96
 
 
 def test_layout_helpers() -> None:

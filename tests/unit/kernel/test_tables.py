@@ -28,7 +28,7 @@ FDS = TableFds(outer=10, tables=(11, 12), listeners=13, losses=14)
 
 
 def _key(n: int) -> bytes:
-    return FLOW_KEY.pack(0, 1, 2, 1, 0, n, 80, 0, b"", b"\x0a\0\0\x01", b"\x0a\0\0\x02")
+    return FLOW_KEY.pack(0, 1, 2, 1, 0, n, 80, 0, 1, b"", b"\x0a\0\0\x01", b"\x0a\0\0\x02")
 
 
 class Maps:
@@ -120,9 +120,13 @@ def test_losses_sum_every_cpu_by_field(monkeypatch: pytest.MonkeyPatch) -> None:
     maps = Maps()
     t = _tables(monkeypatch, maps)
     assert t.losses() == Losses()
-    maps.per_cpu = [LOSS_COUNTS.pack(1, 2, 3, 4), LOSS_COUNTS.pack(10, 20, 30, 40)]
+    maps.per_cpu = [LOSS_COUNTS.pack(1, 2, 3, 4, 5), LOSS_COUNTS.pack(10, 20, 30, 40, 50)]
     assert t.losses() == Losses(
-        events_lost=11, unaccounted_events=22, unaccounted_segments=33, untracked_sockets=44
+        events_lost=11,
+        unaccounted_events=22,
+        unaccounted_segments=33,
+        untracked_sockets=44,
+        unclassified_segments=55,
     )
 
 

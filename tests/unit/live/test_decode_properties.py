@@ -77,7 +77,7 @@ def test_real_keys_round_trip(
     ports: tuple[int, int],
     addrs: tuple[bytes, bytes],
 ) -> None:
-    key = FLOW_KEY.pack(*ids, family, *state_kind, *ports, 0, b"", *addrs)
+    key = FLOW_KEY.pack(*ids, family, *state_kind, *ports, 0, 1, b"", *addrs)
     flow = decode_flow(key)
     assert (flow.cgroup, flow.netns, flow.src_port, flow.dst_port) == (*ids, *ports)
     assert flow.kind == ("retransmit", "synack")[state_kind[1]]

@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from retransmon.live.events import Event, EventFlow
+from retransmon.live.decode import EventFlow
 from retransmon.live.top import columns_for, fit, render_plain, render_view, table_lines
 from retransmon.live.topmodel import IDLE_ROLLS, SORT_KEYS, TopModel
 
@@ -15,10 +15,6 @@ from retransmon.live.topmodel import IDLE_ROLLS, SORT_KEYS, TopModel
 def flow(dst: str, dport: int = 5001, *, version: int = 4, sport: int = 40000, netns: int = 1) -> EventFlow:
     src = "198.18.0.1" if version == 4 else "2001:db8::1"
     return EventFlow(netns, 0, 77, "python3", version, src, sport, dst, dport, "established", "retransmit")
-
-
-def ev(f: EventFlow, segments: int, reconciled: bool = False) -> Event:
-    return Event(0, segments, reconciled, f, repr(f).encode())
 
 
 A = flow("198.18.0.2")
@@ -30,8 +26,8 @@ def model_with_traffic() -> TopModel:
     m = TopModel()
     for f, segments, events in ((A, 10, 10), (B, 300, 2), (C, 40, 8)):
         for _ in range(events):
-            m.add(ev(f, segments // events))
-    m.add(ev(A, 6, reconciled=True))  # segments found at close: not an event
+            m.add(f, segments // events, False, "fast")
+    m.add(A, 6, reconciled=True, cause="timeout")  # segments found at close: not an event
     return m
 
 
@@ -52,10 +48,10 @@ def test_idle_flows_leave_after_some_intervals() -> None:
     m = model_with_traffic()
     m.roll(1.0)
     for _ in range(IDLE_ROLLS - 1):
-        m.add(ev(B, 1))
+        m.add(B, 1, False)
         m.roll(1.0)
     assert len(m.flows) == 3  # idle, but not for long enough yet
-    m.add(ev(B, 1))
+    m.add(B, 1, False)
     m.roll(1.0)
     assert {r.dst_ip for r in m.flows.values()} == {"10.0.0.9"}
 
@@ -134,12 +130,13 @@ def test_plain_block() -> None:
     lines = block.splitlines()
     assert "retransmits 178 segs/s, 10 events/s over 2 s" in lines[0]
     assert "total 356 segments, 20 events; lost 0; flows 3" in lines[0]
-    assert lines[1].split() == ["PEER", "LOCAL", "OWNER", "STATE", "SEGS/s", "EVT/s", "TOTAL"]
+    assert lines[1].split() == ["PEER", "LOCAL", "OWNER", "STATE", "CAUSE", "SEGS/s", "EVT/s", "TOTAL"]
     assert lines[2].split() == [
         "10.0.0.9:443",
         "198.18.0.1:40000",
         "77/python3",
         "established",
+        "fast",
         "150",
         "1.0",
         "300",
@@ -150,7 +147,7 @@ def test_plain_block() -> None:
 def test_collector_filters_skips_undecodable_and_yields() -> None:
     import ipaddress
 
-    from retransmon.live.events import encode_event
+    from retransmon.live.decode import encode_event
     from retransmon.live.filter import EventFilter
     from retransmon.live.top import YIELD_EVERY, _Collector, _Yield
 
@@ -173,3 +170,19 @@ def test_collector_filters_skips_undecodable_and_yields() -> None:
         c.on_record(raw(5001))
     # The yield came after YIELD_EVERY decoded records (two before the loop); each record was kept.
     assert m.totals.events == 1 + (YIELD_EVERY - 2) + 2 * YIELD_EVERY
+
+
+def test_rows_show_their_main_cause_and_sort_by_timeouts() -> None:
+    m = TopModel()
+    for _ in range(3):
+        m.add(A, 1, False, "timeout")  # three RTOs, one segment each
+    m.add(A, 2, False, "slow_start")
+    m.add(B, 50, False, "fast")
+    m.add(B, 1, False, "timeout")
+    m.roll(1.0)
+    rows = {r.dst_ip: r for r in m.flows.values()}
+    assert (rows["198.18.0.2"].cause, rows["198.18.0.2"].timeouts) == ("timeout", 3)
+    assert (rows["10.0.0.9"].cause, rows["10.0.0.9"].timeouts) == ("fast", 1)
+    assert [r.dst_ip for r in m.ranked("timeouts")] == ["198.18.0.2", "10.0.0.9"]
+    assert [r.dst_ip for r in m.ranked("rate")] == ["10.0.0.9", "198.18.0.2"]
+    assert any(line.split()[4] == "rto" for line in table_lines(m, "timeouts", 5, 80)[1])

@@ -1,4 +1,4 @@
-"""Ring buffer records (struct retrans_event) decode to what the kernel wrote, and its clock to wall time.
+"""Ring buffer records (struct retrans_event) decode to what the kernel wrote; the decoder's one cache.
 
 The byte cases are written out field by field here, independently of the Layout in events.py.
 """
@@ -11,12 +11,11 @@ from dataclasses import dataclass
 import pytest
 
 from retransmon.kernel.structs import RETRANS_EVENT
-from retransmon.live.events import (
-    BootClock,
+from retransmon.live.decode import (
     DecodeError,
-    EventDecoder,
+    Decoder,
     EventFlow,
-    Rfc3339,
+    decode_event,
     decode_flow_part,
     encode_event,
 )
@@ -41,14 +40,17 @@ def record(  # noqa: PLR0917 (one argument per field, in struct order)
     comm: bytes,
     laddr: bytes,
     raddr: bytes,
+    timing: tuple[int, int, int, int] = (1, 2, 3000, 200),  # cause, backoff, srtt_us, rto_ms
 ) -> bytes:
     """A record as the kernel lays it out (bpf/retransmon.h), little-endian."""
+    cause, backoff, srtt_us, rto_ms = timing
     raw = (
         u(ts, 8) + u(cgroup, 8) + u(netns, 4) + u(pid, 4) + u(segments, 4) + u(family, 2)
-        + u(state, 1) + u(kind, 1) + u(lport, 2) + u(rport, 2) + u(flags, 1) + bytes(3)
+        + u(state, 1) + u(kind, 1) + u(lport, 2) + u(rport, 2) + u(flags, 1)
+        + u(cause, 1) + u(backoff, 1) + bytes(1) + u(srtt_us, 4) + u(rto_ms, 4)
         + comm.ljust(16, b"\0") + laddr.ljust(16, b"\0") + raddr.ljust(16, b"\0")
     )  # fmt: skip
-    assert len(raw) == 88
+    assert len(raw) == 96
     return raw
 
 
@@ -165,109 +167,117 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_decode(case: Case) -> None:
-    event = EventDecoder().decode(case.raw)
-    assert event.boot_ns == case.boot_ns
-    assert event.segments == case.segments
-    assert event.reconciled == case.reconciled
-    assert event.flow == case.flow
+    event = decode_event(case.raw)
+    assert (event.boot_ns, event.segments, event.reconciled, event.flow) == (
+        case.boot_ns,
+        case.segments,
+        case.reconciled,
+        case.flow,
+    )
     assert decode_flow_part(case.raw) == case.flow
+    assert Decoder(lambda flow: flow).decode(case.raw) == (
+        case.flow,
+        case.boot_ns,
+        case.segments,
+        case.reconciled,
+        (1, 2, 3000, 200),
+    )
 
 
 def test_record_size_is_the_layouts() -> None:
-    assert RETRANS_EVENT.size == 88
+    assert RETRANS_EVENT.size == 96
 
 
-@pytest.mark.parametrize("size", [0, 40, 87])
-def test_short_record_is_a_decode_error(size: int) -> None:
-    with pytest.raises(DecodeError, match=f"record of {size} bytes, expected 88"):
-        EventDecoder().decode(CASES[0].raw[:size])
+@pytest.mark.parametrize("size", [0, 40, 95])
+def test_short_record_is_a_decode_error_and_not_cached(size: int) -> None:
+    decoder = Decoder(lambda flow: flow)
+    for _ in range(2):
+        with pytest.raises(DecodeError, match=f"record of {size} bytes, expected 96"):
+            decoder.decode(CASES[0].raw[:size])
+    assert len(decoder) == 0
+    with pytest.raises(DecodeError, match=f"record of {size} bytes, expected 96"):
+        decode_event(CASES[0].raw[:size])
 
 
 def test_unknown_family_is_a_decode_error() -> None:
     raw = record(1, 0, 1, 0, 1, 17, 1, 0, 1, 2, 0, b"", V4_LOCAL, V4_REMOTE)
     with pytest.raises(DecodeError, match="unknown address family 17"):
-        EventDecoder().decode(raw)
+        Decoder(lambda flow: flow).decode(raw)
 
 
 def test_encode_event_is_the_inverse() -> None:
     raw = encode_event(
         boot_ns=10**12, cgroup=77, netns=4026531833, pid=4242, segments=3, family=2, state=1, kind=0,
         lport=40000, rport=5001, comm=b"curl", laddr=V4_LOCAL + bytes(12), raddr=V4_REMOTE + bytes(12),
+        cause=1, backoff=2, srtt_us=3000, rto_ms=200,
     )  # fmt: skip
     assert raw == CASES[0].raw
 
 
-def test_records_of_one_flow_share_its_decoded_part() -> None:
-    decoder = EventDecoder()
-    a = decoder.decode(record(1, 5, 6, 7, 2, 2, 1, 0, 10, 20, 0, b"x", V4_LOCAL, V4_REMOTE))
-    b = decoder.decode(record(99, 5, 6, 7, 30, 2, 1, 0, 10, 20, 1, b"x", V4_LOCAL, V4_REMOTE))
-    c = decoder.decode(record(99, 5, 6, 7, 30, 2, 4, 0, 10, 20, 1, b"x", V4_LOCAL, V4_REMOTE))
-    assert a.flow is b.flow and a.key == b.key
-    assert (b.boot_ns, b.segments, b.reconciled) == (99, 30, True)
-    assert c.flow is not a.flow and c.flow.state == "fin_wait1"
+def test_cause_and_timing_are_per_record() -> None:
+    decoder = Decoder(lambda flow: flow)
+    fast = decoder.decode(record(1, 5, 6, 7, 2, 2, 1, 0, 10, 20, 0, b"x", V4_LOCAL, V4_REMOTE))
+    rto = decoder.decode(
+        record(2, 5, 6, 7, 1, 2, 1, 0, 10, 20, 0, b"x", V4_LOCAL, V4_REMOTE, (3, 4, 90, 3200))
+    )
+    assert fast is not None and rto is not None
+    assert fast[4] == (1, 2, 3000, 200) and rto[4] == (3, 4, 90, 3200)
+    assert rto[0] is fast[0]  # one flow, decoded once
+    event = decode_event(
+        record(2, 5, 6, 7, 1, 2, 1, 0, 10, 20, 0, b"x", V4_LOCAL, V4_REMOTE, (3, 4, 90, 3200))
+    )
+    assert (event.cause, event.backoff, event.srtt_us, event.rto_ms) == ("timeout", 4, 90, 3200)
 
 
-class FakeClocks:
-    """A real-time and a boot clock; each read advances time by `step` ns."""
+class Calls:
+    """A view and a filter that record which flows they were asked about."""
 
-    def __init__(self, realtime: int, boottime: int, steps: list[int]) -> None:
-        self.now = 0
-        self.realtime0 = realtime
-        self.boottime0 = boottime
-        self.steps = list(steps)
+    def __init__(self, keep_port: int | None = None) -> None:
+        self.viewed: list[int] = []
+        self.kept: list[int] = []
+        self.keep_port = keep_port
 
-    def _tick(self) -> int:
-        self.now += self.steps.pop(0) if self.steps else 10
-        return self.now
+    def view(self, flow: EventFlow) -> tuple[str, int]:
+        self.viewed.append(flow.src_port)
+        return flow.state, flow.src_port
 
-    def realtime(self) -> int:
-        return self.realtime0 + self._tick()
-
-    def boottime(self) -> int:
-        return self.boottime0 + self._tick()
+    def keep(self, flow: EventFlow) -> bool:
+        self.kept.append(flow.src_port)
+        return self.keep_port is None or flow.src_port == self.keep_port
 
 
-def test_boot_clock_offset_from_bracketing_reads() -> None:
-    # Wall clock is 1,700,000,000 s ahead of the boot clock; reads take 10 ns each.
-    clocks = FakeClocks(1_700_000_000 * 10**9, 0, [])
-    clock = BootClock(clocks.realtime, clocks.boottime)
-    # before = R0+10, boot = B0+20, after = R0+30: midpoint R0+20 pairs with B0+20 exactly.
-    assert clock.offset_ns == 1_700_000_000 * 10**9
-    assert clock.wall_ns(5 * 10**9) == 1_700_000_005 * 10**9
+def flow_record(lport: int, ts: int = 1, segments: int = 2, flags: int = 0, state: int = 1) -> bytes:
+    return record(ts, 5, 6, 7, segments, 2, state, 0, lport, 20, flags, b"x", V4_LOCAL, V4_REMOTE)
 
 
-def test_boot_clock_keeps_the_tightest_bracket() -> None:
-    # The first try is interrupted (a 1 ms gap between boot read and the second real-time read).
-    steps = [10, 10, 1_000_000] + [10] * 12
-    clocks = FakeClocks(10**18, 10**9, steps)
-    clock = BootClock(clocks.realtime, clocks.boottime)
-    assert clock.offset_ns == 10**18 - 10**9
+def test_each_flow_is_decoded_filtered_and_viewed_once() -> None:
+    calls = Calls()
+    decoder = Decoder(calls.view, calls.keep)
+    a = decoder.decode(flow_record(10, ts=1, segments=2))
+    b = decoder.decode(flow_record(10, ts=99, segments=30, flags=1))
+    c = decoder.decode(flow_record(10, ts=5, state=4))  # another state: another cache entry
+    assert a == (("established", 10), 1, 2, False, (1, 2, 3000, 200))
+    assert b == (("established", 10), 99, 30, True, (1, 2, 3000, 200))  # per-record fields from each record
+    assert c is not None and c[0] == ("fin_wait1", 10)
+    assert a is not None and b is not None and a[0] is b[0]
+    assert calls.viewed == calls.kept == [10, 10]
+    assert len(decoder) == 2
 
 
-def test_boot_clock_against_the_real_clocks() -> None:
-    import time
-
-    clock = BootClock()
-    boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-    assert abs(clock.wall_ns(boot) - time.time_ns()) < 50_000_000  # 50 ms
-
-
-@pytest.mark.parametrize(
-    ("wall_ns", "text"),
-    [
-        (0, "1970-01-01T00:00:00.000000Z"),
-        (1_796_183_451_123_456_789, "2026-12-02T03:50:51.123456Z"),
-        (1_796_183_451_000_000_999, "2026-12-02T03:50:51.000000Z"),
-        (1_796_183_451_999_999_999, "2026-12-02T03:50:51.999999Z"),
-        (951_782_400 * 10**9, "2000-02-29T00:00:00.000000Z"),
-    ],
-)
-def test_rfc3339(wall_ns: int, text: str) -> None:
-    assert Rfc3339().format(wall_ns) == text
+def test_a_filtered_flow_is_cached_as_left_out_and_never_viewed() -> None:
+    calls = Calls(keep_port=10)
+    decoder = Decoder(calls.view, calls.keep)
+    results = [decoder.decode(flow_record(port)) for port in (10, 11, 11, 10, 11)]
+    assert [r is None for r in results] == [False, True, True, False, True]
+    assert calls.kept == [10, 11]
+    assert calls.viewed == [10]
 
 
-def test_rfc3339_cache_follows_the_second() -> None:
-    fmt = Rfc3339()
-    assert fmt.format(1_796_183_451_500_000_000) == "2026-12-02T03:50:51.500000Z"
-    assert fmt.format(1_796_183_452_000_001_000) == "2026-12-02T03:50:52.000001Z"
-    assert fmt.format(1_796_183_451_000_000_000) == "2026-12-02T03:50:51.000000Z"
+def test_the_cache_is_bounded() -> None:
+    calls = Calls()
+    decoder = Decoder(calls.view, calls.keep, limit=2)
+    for port in (1, 2, 3, 1):
+        decoder.decode(flow_record(port))
+        assert len(decoder) <= 2
+    # The third flow found the cache full and started it over: flow 1 was decoded again.
+    assert calls.viewed == [1, 2, 3, 1]
