@@ -17,7 +17,8 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 # Prometheus (server and promtool), tmux for driving `top` in tests,
 # podman, runc and debootstrap for `make image` and the container tests.
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool nftables iproute2 ethtool \
-	prometheus tmux iperf3 procps openssl systemd podman runc debootstrap
+	prometheus tmux iperf3 procps openssl systemd podman runc debootstrap \
+	$(MATRIX_PACKAGES)
 
 # The version is written once, in src/retransmon/__init__.py (pyproject.toml reads it too).
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' src/retransmon/__init__.py)
@@ -25,9 +26,18 @@ WHEEL := dist/retransmon-$(VERSION)-py3-none-any.whl
 # What `make image` builds, and what deploy/kubernetes/daemonset.yaml runs.
 IMAGE ?= localhost/retransmon:$(VERSION)
 
-.PHONY: setup apt venv bpf dist image run test lint typecheck unit integration bench demo screenshot clean
+.PHONY: setup apt kernels venv bpf matrix dist image run test lint typecheck unit integration bench demo screenshot clean
 
-setup: apt venv bpf
+# The kernel matrix (`make matrix`): qemu and busybox for virtme-ng (installed into .venv by the
+# dev extras), and Debian 12's kernels 6.1 and 6.12; Debian 11's 5.10 comes from `make kernels`.
+MATRIX_PACKAGES := qemu-system-x86 busybox-static linux-image-amd64 linux-image-6.12-amd64
+BULLSEYE_KERNEL := linux-image-5.10.0-32-amd64
+
+setup: apt kernels venv bpf
+
+# Debian 11's kernel, fetched with a temporary apt configuration (this machine's sources stay as they are).
+kernels: apt
+	@bash scripts/install-bullseye-kernel.sh $(BULLSEYE_KERNEL)
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -81,6 +91,11 @@ typecheck:
 
 test: setup lint typecheck
 	$(VENV)/bin/pytest
+	bash scripts/kernel-matrix.sh
+
+# One VM per kernel (5.10, 6.1, 6.12), one at a time; KERNELS="6.1.0" picks some.
+matrix: setup
+	bash scripts/kernel-matrix.sh
 
 unit: setup
 	$(VENV)/bin/pytest tests/unit

@@ -112,20 +112,57 @@ static __always_inline void sock_started(struct sock *sk, int newstate)
 		sent_start(sk, 0, true);
 }
 
+/*
+ * LISTEN -> SYN_RECV: a passive child just cloned from its listener (softirq).
+ * Start counting its sent segments here, its SYN-ACK included, and not only
+ * at SYN_RECV -> ESTABLISHED: the kernel skips a run of this program that
+ * would nest on a CPU (a softirq interrupting it in process context), and a
+ * short connection whose only start was skipped, closing before any harvest,
+ * would never be counted. Two skipped runs for one socket are needed now.
+ * total_retrans is still the listener's here: the SYN-ACK's retransmits are
+ * added at ESTABLISHED. The socket is brand new, so an entry already at its
+ * address can only be a stale one (a freed socket's): replace it, or its
+ * old baseline would hide every segment this connection sends.
+ */
+static __always_inline void sock_cloned(struct sock *sk)
+{
+	struct sent_state *ss = sent_start(sk, 1, true);
+
+	if (ss) {
+		ss->passive = 1;
+		ss->cloned = 1;
+	}
+}
+
 /* SYN_RECV -> ESTABLISHED: a passive child, owned by whoever listens on its port. */
 static __always_inline void sock_accepted(struct sock *sk)
 {
 	struct sock_state *st = sock_state_of(sk, true);
+	struct flow_key key = {};
 	struct sent_state *ss;
+	__u32 synack_retrans = sock_total_retrans(sk);
 
 	/* It starts with total_retrans = its SYN-ACK retransmits, already counted. */
 	if (st && !(st->flags & SOCK_STATE_BASELINE))
 		take_baseline(st, sk, 0);
 	/*
 	 * The listener sent this connection's SYN-ACK and total_retrans
-	 * retransmits of it; none is in any socket's segs_out. Count them.
+	 * retransmits of it; none is in any socket's segs_out. Count them:
+	 * in the baseline, or (entry started at the clone, with the SYN-ACK)
+	 * the retransmits on their own.
 	 */
-	ss = sent_start(sk, 1 + sock_total_retrans(sk), false);
+	ss = sent_lookup(sk);
+	if (ss && ss->cloned) {
+		ss->cloned = 0;
+		if (synack_retrans) {
+			key_for_sock(&key, sk, ss->lport, true);
+			key.kind = RM_KIND_SENT;
+			account(&key, 0, synack_retrans);
+		}
+	} else {
+		/* Clone run skipped: nothing was sent yet, so any entry here is stale or empty. */
+		ss = sent_start(sk, 1 + synack_retrans, true);
+	}
 	if (ss)
 		ss->passive = 1;
 	if (st) {
@@ -190,12 +227,15 @@ int BPF_PROG(tp_btf_inet_sock_set_state, struct sock *sk, int oldstate, int news
 {
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	if (newstate == TCP_LISTEN || oldstate == TCP_LISTEN)
+	/* A listener leaves only for TCP_CLOSE; LISTEN -> SYN_RECV is a child being cloned from it. */
+	if (newstate == TCP_LISTEN || (oldstate == TCP_LISTEN && newstate == TCP_CLOSE))
 		track_listener(sk, newstate == TCP_LISTEN);
 	if (!use_sk_storage)
 		return 0;
 	if (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)
 		sock_started(sk, newstate);
+	else if (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN)
+		sock_cloned(sk);
 	else if (newstate == TCP_ESTABLISHED && oldstate == TCP_SYN_RECV)
 		sock_accepted(sk);
 	else if (newstate != TCP_CLOSE)

@@ -27,7 +27,7 @@ struct sent_state {
 	__u32 owner_pid; /* known when the iterator found the socket first */
 	__u16 lport;     /* kept for the close, like sock_state.lport */
 	__u8 passive;    /* accepted from a listener */
-	__u8 pad;
+	__u8 cloned;     /* started when cloned from the listener: SYN-ACK retransmits not yet added */
 	char owner_comm[RM_COMM_LEN];
 };
 

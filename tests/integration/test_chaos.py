@@ -21,6 +21,7 @@ from retransmon.chaos.traffic import MODULE as TRAFFIC
 from tests.integration.conftest import bpf_link_ids
 from tests.support import AgentProcess, free_port
 from tests.support.agent import retransmon_command
+from tests.support.unprivileged import nobody_command
 
 HostState = dict[str, object]
 
@@ -337,15 +338,7 @@ def query(port: int, expr: str) -> list[dict[str, Any]]:
 def test_without_root_says_so_in_one_line(args: list[str]) -> None:
     before = host_state()
     result = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            *retransmon_command(),
-            "chaos",
-            *args,
-        ],
+        [*nobody_command(), "chaos", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -18,6 +18,7 @@ from retransmon.kernel.capabilities import CAP_BPF, CAP_PERFMON, parse_status
 from tests.support import AgentProcess, total
 from tests.support.agent import free_port, retransmon_command
 from tests.support.tracer import TraceProcess
+from tests.support.unprivileged import staged_command
 
 from .conftest import bpf_link_ids
 
@@ -38,6 +39,11 @@ NOBODY_WITH_BPF_PERFMON = [
     *ONLY_BPF_PERFMON[1:],
 ]
 ONLY_BPF = ["setpriv", "--inh-caps=-all,+bpf", "--ambient-caps=-all,+bpf", "--bounding-set=-all,+bpf"]
+
+
+def command_for(prefix: list[str]) -> tuple[str, ...]:
+    """Another user gets a copy it can read: the checkout may be where it cannot go (/root)."""
+    return staged_command() if prefix is NOBODY_WITH_BPF_PERFMON else ()
 
 
 def settled(agent: AgentProcess, ns: NetNamespace) -> tuple[int, int]:
@@ -62,7 +68,7 @@ def no_new_privs(pid: int) -> str:
 def test_only_bpf_and_perfmon_counts_exactly_then_holds_nothing(prefix: list[str]) -> None:
     links_before = bpf_link_ids()
     with (
-        AgentProcess("--labels", LABELS, prefix=prefix) as agent,
+        AgentProcess("--labels", LABELS, prefix=prefix, command=command_for(prefix)) as agent,
         TestBed(loss_percent=10) as tb,
     ):
         assert len(bpf_link_ids() - links_before) >= 3, "the hooks attached with only CAP_BPF+CAP_PERFMON"
@@ -179,7 +185,9 @@ def test_drop_keeps_cap_bpf_when_the_kernel_needs_it_for_maps() -> None:
 def test_trace_with_only_bpf_and_perfmon_counts_exactly(prefix: list[str]) -> None:
     with (
         TestBed(loss_percent=10) as tb,
-        TraceProcess("--json", "--netns", str(tb.client.inode), prefix=tuple(prefix)) as trace,
+        TraceProcess(
+            "--json", "--netns", str(tb.client.inode), prefix=tuple(prefix), command=command_for(prefix)
+        ) as trace,
     ):
         before = tcp_counters(tb.client)["RetransSegs"]
         tb.send(flows=2, duration=2)

@@ -23,6 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from retransmon.chaos.errors import TestbedError
 from retransmon.chaos.process import signal_and_wait
 
+# Waits scale with RETRANSMON_TEST_TIME_SCALE: the kernel matrix's VMs emulate their CPU (TCG).
+TIME_SCALE = float(os.environ.get("RETRANSMON_TEST_TIME_SCALE", "1"))
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
@@ -86,6 +89,7 @@ class AgentProcess:
     """`retransmon serve` on a loopback port; stop() sends SIGTERM and waits.
 
     *prefix* runs the agent under another command (e.g. setpriv with fewer capabilities);
+    *command* replaces the retransmon command (e.g. unprivileged.staged_command() for another user);
     *tls* (a client SSL context) and *auth* ((user, password)) are used for every request
     when the agent serves HTTPS or asks for basic auth.
     """
@@ -94,8 +98,9 @@ class AgentProcess:
         self,
         *args: str,
         port: int | None = None,
-        ready_timeout: float = 20.0,
+        ready_timeout: float = 20.0 * TIME_SCALE,
         prefix: Sequence[str] = (),
+        command: Sequence[str] = (),
         tls: ssl.SSLContext | None = None,
         auth: tuple[str, str] | None = None,
     ) -> None:
@@ -103,7 +108,14 @@ class AgentProcess:
         self.tls = tls
         self.auth = auth
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
-        argv = [*prefix, *retransmon_command(), "serve", "--listen", f"127.0.0.1:{self.port}", *args]
+        argv = [
+            *prefix,
+            *(command or retransmon_command()),
+            "serve",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            *args,
+        ]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.stdout = ""
         self.stderr = ""

@@ -11,7 +11,7 @@ from types import TracebackType
 
 from retransmon.chaos.errors import TestbedError
 from retransmon.chaos.process import signal_and_wait
-from tests.support.agent import retransmon_command
+from tests.support.agent import TIME_SCALE, retransmon_command
 
 READY = "Tracing TCP retransmits"
 
@@ -25,14 +25,20 @@ class TraceProcess:
     def __init__(
         self,
         *args: str,
-        ready_timeout: float = 30.0,
+        ready_timeout: float = 30.0 * TIME_SCALE,
         directory: str | None = None,
         prefix: tuple[str, ...] = (),
+        command: tuple[str, ...] = (),
     ) -> None:
         self._dir = tempfile.mkdtemp(prefix="rmtrace-", dir=directory)
         self.stdout_path = os.path.join(self._dir, "stdout")
         self.stderr_path = os.path.join(self._dir, "stderr")
-        self.argv = [*prefix, *retransmon_command(), "trace", *args]  # prefix: e.g. ("nice", "-n", "-5")
+        self.argv = [
+            *prefix,
+            *(command or retransmon_command()),
+            "trace",
+            *args,
+        ]  # prefix: e.g. ("nice", "-n", "-5")
         with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         self.returncode: int | None = None

@@ -39,7 +39,7 @@ BUFFER_SIZE = 256 * 1024
 CHURN_REQUEST_SIZE = 8 * 1024
 SOCKET_TIMEOUT = 30.0
 SINK_IDLE_TIMEOUT = 300.0  # a sink connection with no data for this long is dropped
-SINK_START_TIMEOUT = 10.0
+SINK_START_TIMEOUT = 30.0  # a generous bound: Python starts slowly on an emulated CPU
 
 
 # --- command line -----------------------------------------------------------------------------

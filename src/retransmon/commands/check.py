@@ -10,6 +10,7 @@ from retransmon.attribution.cgroups import cgroup2_mount
 from retransmon.commands import args as common
 from retransmon.errors import RetransmonError
 from retransmon.kernel import capabilities, libbpf
+from retransmon.kernel.degraded import missing, sent_segments_missing
 from retransmon.kernel.features import VMLINUX_BTF, KernelFeatures, probe
 from retransmon.kernel.skeleton import ProgramOptions, RetransmonBPF
 
@@ -97,15 +98,6 @@ def run_checks(hooks: str = "auto") -> list[Finding]:
     )
     out.append(
         Finding(
-            OK if features.tp_btf_sock_set_state else WARN,
-            "socket lifecycle hook",
-            "inet_sock_set_state (baselines, close reconciliation, listening ports)"
-            if features.tp_btf_sock_set_state
-            else "inet_sock_set_state missing: counting is per event",
-        )
-    )
-    out.append(
-        Finding(
             OK,
             "failed attempts",
             "tracepoint reports err; reconciled via total_retrans"
@@ -120,15 +112,6 @@ def run_checks(hooks: str = "auto") -> list[Finding]:
             "sock_cgroup_data.cgroup"
             if features.sk_cgroup_pointer
             else "unavailable: cgroup label reads 'unknown'",
-        )
-    )
-    out.append(
-        Finding(
-            OK if features.iter_task_file else WARN,
-            "segments sent",
-            "iter/task_file: live sockets counted at every harvest, closed ones at close"
-            if features.iter_task_file
-            else "no task_file iterator: tcp_segments_sent_total grows only when sockets close",
         )
     )
     mount = cgroup2_mount()
@@ -146,6 +129,26 @@ def run_checks(hooks: str = "auto") -> list[Finding]:
         )
     )
     out.extend(_try_load(hooks))
+    return out
+
+
+def loaded_findings(bpf: RetransmonBPF) -> list[Finding]:
+    """What the attached plan gives, from what actually loaded (not from what BTF promises)."""
+    assert bpf.plan is not None and bpf.features is not None
+    attached = {p.name for p in bpf.programs}
+    out = []
+    if "tp_btf_inet_sock_set_state" in attached and bpf.plan.sk_storage:
+        out.append(Finding(OK, "socket lifecycle", "inet_sock_set_state: baselines, close reconciliation"))
+    sent = sent_segments_missing(bpf.plan, bpf.features)
+    if sent is None:
+        out.append(
+            Finding(
+                OK, "segments sent", "iter/task_file: live sockets at every harvest, closed ones at close"
+            )
+        )
+    for line in missing(bpf):
+        item, _, detail = line.partition(": ")
+        out.append(Finding(WARN, item, detail))
     return out
 
 
@@ -169,7 +172,7 @@ def _try_load(hooks: str) -> list[Finding]:
         found.append(cause_finding(plan.name))
         for name, why in bpf.rejected:
             found.append(Finding(WARN, f"hooks {name}", f"refused: {why}"))
-        return found
+        return found + loaded_findings(bpf)
     finally:
         bpf.close()
 

@@ -17,7 +17,7 @@ from retransmon.export.exposition import AgentExposition
 from retransmon.export.harvester import Harvester, HarvestTimer
 from retransmon.export.series import SeriesTable
 from retransmon.export.server import MetricsServer, parse_listen, parse_telemetry_path
-from retransmon.kernel import capabilities
+from retransmon.kernel import capabilities, degraded
 from retransmon.kernel.skeleton import ProgramOptions, RetransmonBPF
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ def build_agent(options: ServeOptions) -> Agent:
         )
     )
     bpf.start()
+    for line in degraded.missing(bpf):
+        log.warning("%s", line)
     try:
         listening = ListeningPorts()
         listening.seed(scan_proc())

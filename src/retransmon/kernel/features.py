@@ -21,6 +21,7 @@ class KernelFeatures:
     sk_cgroup_pointer: bool  # sock_cgroup_data.cgroup (5.15+)
     iter_task_file: bool = False  # iter/task_file (5.8+): live sockets' sent segments at harvest
     tp_btf_destroy_sock: bool = False  # tcp_destroy_sock (4.16+): a safety net for skipped closes
+    sock_from_file: bool = False  # bpf_sock_from_file() (5.11+): the sent-segments iterator needs it
 
     @property
     def tp_btf(self) -> bool:
@@ -44,6 +45,12 @@ def _has_member(btf: libbpf.Btf, struct: str, member: str) -> bool:
     return sid is not None and any(m.name == member for m in btf.members(sid))
 
 
+def _has_helper(btf: libbpf.Btf, name: str) -> bool:
+    """Whether the kernel knows a BPF helper: its BPF_FUNC_ value in enum bpf_func_id."""
+    eid = btf.find("bpf_func_id", libbpf.BTF_KIND_ENUM)
+    return eid is not None and f"BPF_FUNC_{name}" in btf.enumerators(eid)
+
+
 def probe() -> KernelFeatures:
     """Read the running kernel's BTF; EnvironmentProblem when there is none."""
     if not os.path.exists(VMLINUX_BTF):
@@ -62,4 +69,5 @@ def probe() -> KernelFeatures:
             sk_cgroup_pointer=_has_member(btf, "sock_cgroup_data", "cgroup"),
             iter_task_file=btf.find("bpf_iter__task_file", libbpf.BTF_KIND_STRUCT) is not None,
             tp_btf_destroy_sock=_tracepoint_nargs(btf, "tcp_destroy_sock") is not None,
+            sock_from_file=_has_helper(btf, "sock_from_file"),
         )

@@ -522,6 +522,7 @@ BTF_KIND_PTR = 2
 BTF_KIND_ARRAY = 3
 BTF_KIND_STRUCT = 4
 BTF_KIND_UNION = 5
+BTF_KIND_ENUM = 6
 BTF_KIND_TYPEDEF = 8
 BTF_KIND_FUNC = 12
 BTF_KIND_FUNC_PROTO = 13
@@ -608,6 +609,15 @@ class Btf:
             name = (self._lib.btf__name_by_offset(self._btf(), name_off) or b"").decode()
             out.append(BtfMember(name, type_, bit_offset))
         return out
+
+    def enumerators(self, type_id: int) -> list[str]:
+        """Names of an ENUM's values (btf_enum: name offset, value)."""
+        ptr, info = self._raw(type_id)
+        names = []
+        for i in range(info & 0xFFFF):
+            name_off = ctypes.c_uint32.from_address(ptr + 12 + 8 * i).value
+            names.append((self._lib.btf__name_by_offset(self._btf(), name_off) or b"").decode())
+        return names
 
     def int_signed(self, type_id: int) -> bool:
         """Whether a BTF_KIND_INT is signed (BTF_INT_SIGNED in its encoding)."""

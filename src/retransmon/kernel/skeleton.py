@@ -85,7 +85,9 @@ def plans_for(mode: str, features: KernelFeatures) -> list[HookPlan]:
         }
         base = tuple(p for p in TP_BTF_PROGRAMS if optional.get(p, True))
         exact = features.tp_btf_sock_set_state
-        iterators = (SENT_ITERATOR,) if features.iter_task_file and features.tp_btf_sock_set_state else ()
+        # Not even tried without bpf_sock_from_file (5.10): the verifier would spend long refusing it.
+        with_iterator = features.iter_task_file and features.sock_from_file and features.tp_btf_sock_set_state
+        iterators = (SENT_ITERATOR,) if with_iterator else ()
         plans.append(HookPlan("tp_btf", base, True, exact, iterators))
         if iterators:
             # Should the kernel refuse the iterators: sent segments are then counted at close only.

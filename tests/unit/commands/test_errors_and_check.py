@@ -16,6 +16,7 @@ from retransmon.kernel.capabilities import current, has_bpf_privileges
 from retransmon.kernel.features import KernelFeatures
 from retransmon.kernel.skeleton import (
     PROGRAM_LABELS,
+    SENT_ITERATOR,
     TP_BTF_PROGRAMS,
     TRACEPOINT_PROGRAMS,
     HookPlan,
@@ -215,6 +216,14 @@ def test_tp_btf_mode() -> None:
     plans = plans_for("tp_btf", MODERN)
     assert [p.name for p in plans] == ["tp_btf", "tp_btf-per-event"]
     assert plans[0].sk_storage and plans[0].exact
+
+
+def test_the_iterator_is_planned_only_with_bpf_sock_from_file() -> None:
+    with_iter = replace(MODERN, iter_task_file=True, sock_from_file=True)
+    assert plans_for("auto", with_iter)[0].iterators == (SENT_ITERATOR,)
+    # Linux 5.10: the iterator exists but bpf_sock_from_file() does not (5.11), so it is not tried.
+    linux_5_10 = replace(with_iter, sock_from_file=False)
+    assert [p.iterators for p in plans_for("auto", linux_5_10)] == [(), (), ()]
 
 
 def test_tracepoint_mode_only_tracepoints() -> None:
