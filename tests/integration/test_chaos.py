@@ -140,6 +140,41 @@ def test_ipv6_churn_run_matches_retranssegs_and_reports_a_rate() -> None:
     assert_restored(before)
 
 
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+def test_blackhole_and_dropped_handshakes_make_each_cause_equal_its_kernel_counter(ipv6: bool) -> None:
+    """timeout from the black hole, syn from the handshakes, each cause = its TcpExt counter.
+
+    Segments of unknown cause (retransmon_unclassified_segments_total, labelled timeout) may
+    make the others short and timeout + tail_loss_probe over, by at most their number.
+    """
+    before = host_state()
+    args = ["--loss", "1", "--flows", "2", "--duration", "7", "--blackhole", "2", "--drop-handshakes", "2"]
+    result = chaos(*args, *(["--ipv6"] if ipv6 else []), "--json")
+    assert result.returncode == 0, result.stderr
+    data = summary(result.stdout)
+    rows = namespaces(data)
+    unknown = int(str(data["unclassified_segments"]))
+    print(f"causes: unclassified {unknown}; " + "; ".join(f"{r}: {rows[r]['cause_checks']}" for r in rows))
+    client, server = rows["client"]["causes"], rows["server"]["causes"]
+    assert isinstance(client, dict) and isinstance(server, dict)
+    assert client["timeout"] > 0
+    assert client["slow_start"] > 0
+    assert client["syn"] >= 2  # the dropped SYNs, and the SYNs whose SYN-ACK was dropped
+    assert server["syn"] >= 2  # the dropped SYN-ACKs
+    assert data["blackhole"] == [2.5, 4.5]
+    assert int(str(data["dropped_packets"])) >= 4
+    for role, row in rows.items():
+        assert row["segments"] == row["kernel_retrans_segs"], role
+        checks = row["cause_checks"]
+        assert isinstance(checks, list)
+        assert [c["cause"] for c in checks] == ["fast", "slow_start", "syn", "timeout + tail_loss_probe"]
+        for check in checks:
+            off = check["segments"] - check["kernel"]
+            allowed = (0, unknown) if check["cause"] == "timeout + tail_loss_probe" else (-unknown, 0)
+            assert allowed[0] <= off <= allowed[1], (role, check, unknown)
+    assert_restored(before)
+
+
 def test_table_output_names_the_kernel_counter() -> None:
     result = chaos("--loss", "5", "--flows", "1", "--duration", "1")
     assert result.returncode == 0, result.stderr
@@ -231,6 +266,8 @@ def test_options_that_need_netem() -> None:
         (["--flows", "0"], "--flows"),
         (["--jitter", "5"], "--jitter and --reorder need --delay"),
         (["--duration", "soon"], "--duration"),
+        (["--blackhole", "10"], "--blackhole must be shorter than --duration"),
+        (["--drop-handshakes", "-1"], "--drop-handshakes"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args: list[str], message: str) -> None:

@@ -31,6 +31,7 @@ METHODS = ("auto", "netem", "nftables")
 COUNTER_NAME = "drops"
 PROBE_PREFIX = "rmprobe"  # netem_available's scratch namespace: rmprobe-<pid>-<n> (chaos --cleanup)
 _RANDOM_MOD = 10000  # loss resolution: 0.01 %
+_INC_MOD = 1_000_000_000  # `first`: numgen inc counts eligible packets, wrapping after this many
 
 _PURE_ACK = "tcp flags & (fin|syn|rst|psh|ack) == ack"
 
@@ -78,8 +79,13 @@ def build_ruleset(
     loss_percent: float,
     ports: Sequence[int] | None = None,
     tcp_flags: str | None = None,
+    *,
+    first: int | None = None,
 ) -> str:
-    """The `nft -f` text for one loss table (family inet). Pure; see module docstring."""
+    """The `nft -f` text for one loss table (family inet). Pure; see module docstring.
+
+    first: drop only the first N eligible packets (then none) instead of loss_percent of them.
+    """
     if hook not in DIRECTIONS.values():
         raise ValueError(f"hook must be one of {sorted(DIRECTIONS.values())}, not {hook!r}")
     if tcp_flags is not None and tcp_flags not in TCP_FLAG_FILTERS:
@@ -88,15 +94,23 @@ def build_ruleset(
         if not 0 < port < 65536:
             raise ValueError(f"invalid port {port}")
     threshold = loss_threshold(loss_percent)
+    if first is not None and not 0 <= first < _INC_MOD:
+        raise ValueError(f"first must be between 0 and {_INC_MOD - 1}, not {first}")
 
-    drop_rules: list[str] = []
-    if threshold > 0:
+    if first is not None:
+        # numgen last, so it counts only the packets the filters let through: 0, 1, 2, ...
+        # (one count per rule: a filter of several expressions counts each separately).
+        limit = f"numgen inc mod {_INC_MOD} < {first}" if first > 0 else None
+    elif threshold > 0:
         # numgen last, so each packet draws one random number at most.
-        random_part = f"numgen random mod {_RANDOM_MOD} < {threshold}" if threshold < _RANDOM_MOD else ""
-        for match in TCP_FLAG_FILTERS[tcp_flags] if tcp_flags else [""]:
-            drop_rules.append(
-                " ".join(filter(None, [match, random_part, f"counter name {COUNTER_NAME} drop"]))
-            )
+        limit = f"numgen random mod {_RANDOM_MOD} < {threshold}" if threshold < _RANDOM_MOD else ""
+    else:
+        limit = None
+    drop_rules = [
+        " ".join(filter(None, [match, limit, f"counter name {COUNTER_NAME} drop"]))
+        for match in (TCP_FLAG_FILTERS[tcp_flags] if tcp_flags else [""])
+        if limit is not None
+    ]
 
     # `goto` (not `jump`): a packet whose sport and dport both match is still only
     # considered once, and falls through to the base chain's accept policy.
@@ -175,6 +189,7 @@ class Impairment:
     method: "auto" uses netem when it can do what is asked (egress, no port or flag
         filter) and the kernel has it, else nftables; "netem" or "nftables" forces one.
     reorder_percent: with netem, send this share of packets without the delay (needs delay_ms).
+    first: drop only the first N packets that pass the filters, not loss_percent (nftables).
     Delay, jitter or reordering need netem: ImpairmentUnavailable is raised when it cannot be used.
     """
 
@@ -190,6 +205,7 @@ class Impairment:
         tcp_flags: str | None = None,
         method: str = "auto",
         reorder_percent: float = 0,
+        first: int | None = None,
     ) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be 'ingress' or 'egress', not {direction!r}")
@@ -209,6 +225,7 @@ class Impairment:
             direction=direction,
             ports=ports,
             tcp_flags=tcp_flags,
+            first=first,
         )
         try:
             if self._method == "netem":
@@ -216,7 +233,8 @@ class Impairment:
             else:
                 with _table_lock:
                     table = f"retransmon_loss_{next(_table_ids)}"
-                text = build_ruleset(table, DIRECTIONS[direction], loss_percent, ports, tcp_flags)
+                hook = DIRECTIONS[direction]
+                text = build_ruleset(table, hook, loss_percent, ports, tcp_flags, first=first)
                 self._table = table
                 ns.run(["nft", "-f", "-"], input=text)
         except BaseException:
@@ -232,6 +250,7 @@ class Impairment:
         direction: str,
         ports: list[int] | None,
         tcp_flags: str | None,
+        first: int | None = None,
     ) -> str:
         wants_delay = delay_ms > 0 or jitter_ms > 0
         # What netem cannot express, and why.
@@ -242,6 +261,8 @@ class Impairment:
             netem_limits.append("netem cannot filter by port")
         if tcp_flags is not None:
             netem_limits.append("netem cannot filter by TCP flags")
+        if first is not None:
+            netem_limits.append("netem cannot drop only the first packets")
         if method == "nftables":
             if wants_delay:
                 raise ImpairmentUnavailable("delay and jitter need the netem qdisc; nftables can only drop")

@@ -5,10 +5,27 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
+from retransmon.attribution.flows import CAUSE_COUNTERS, CAUSE_NAMES
 from retransmon.export.series import Sample
 
-# Labels of the in-process agent: one series per connection, kind, and namespace.
-AGENT_LABELS: tuple[str, ...] = ("ip_version", "src_ip", "src_port", "dst_ip", "dst_port", "kind", "netns")
+# Labels of the in-process agent: one series per connection, kind, cause and namespace.
+AGENT_LABELS: tuple[str, ...] = (
+    "ip_version",
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "kind",
+    "cause",
+    "netns",
+)
+CAUSES: tuple[str, ...] = tuple(CAUSE_NAMES.values())
+# TcpExt counters (/proc/net/netstat) the report shows beside the causes: each of
+# CAUSE_COUNTERS equals its cause; TCPTimeouts (RTO firings) and TCPLossProbes (probes sent)
+# bound timeout and tail_loss_probe, which together are the rest of RetransSegs.
+CAUSE_CONTEXT = ("TCPTimeouts", "TCPLossProbes")
+KERNEL_CAUSE_COUNTERS: tuple[str, ...] = (*CAUSE_COUNTERS.values(), *CAUSE_CONTEXT)
+REST = ("timeout", "tail_loss_probe")  # the causes with no counter of their own
 
 
 @dataclass(frozen=True, order=True)
@@ -24,13 +41,17 @@ class Counts:
     events: int = 0  # retransmit events
     synack: int = 0  # of the segments, SYN-ACK retransmits
     sent: int = 0  # segments sent, retransmissions included
+    causes: dict[str, int] = field(default_factory=dict)  # of the segments, per cause label
 
     def minus(self, other: Counts) -> Counts:
+        names = sorted(self.causes.keys() | other.causes.keys())
+        causes = {c: self.causes.get(c, 0) - other.causes.get(c, 0) for c in names}
         return Counts(
             self.segments - other.segments,
             self.events - other.events,
             self.synack - other.synack,
             self.sent - other.sent,
+            {c: n for c, n in causes.items() if n},
         )
 
 
@@ -65,8 +86,12 @@ def tally(
             c = out.setdefault(k, Counts())
             c.segments += s.segments
             c.events += s.events
-            if dict(zip(labels, s.labels, strict=True)).get("kind") == "synack":
+            values = dict(zip(labels, s.labels, strict=True))
+            if values.get("kind") == "synack":
                 c.synack += s.segments
+            cause = values.get("cause")
+            if cause:
+                c.causes[cause] = c.causes.get(cause, 0) + s.segments
     for s in sent:
         k = key(s, sent_labels)
         if k is not None:
@@ -98,10 +123,23 @@ class NamespaceRow:
     segments: int  # what the agent saw, summed over this namespace's flows
     events: int
     sent: int
+    causes: dict[str, int] = field(default_factory=dict)  # the agent's segments per cause
+    kernel_causes: dict[str, int] = field(default_factory=dict)  # KERNEL_CAUSE_COUNTERS, grown
 
     @property
     def exact(self) -> bool:
         return self.segments == self.kernel_retrans_segs
+
+    def cause_checks(self) -> list[CauseCheck]:
+        """Each cause beside the kernel counter it must equal; timeout and tail_loss_probe
+        together beside what is left of RetransSegs."""
+        checks = [
+            CauseCheck(cause, self.causes.get(cause, 0), counter, self.kernel_causes.get(counter, 0))
+            for cause, counter in CAUSE_COUNTERS.items()
+        ]
+        rest = self.kernel_retrans_segs - sum(c.kernel for c in checks)
+        checks.append(CauseCheck(REST_CAUSE, sum(self.causes.get(c, 0) for c in REST), REST_COUNTER, rest))
+        return checks
 
     @property
     def rate(self) -> float | None:
@@ -115,6 +153,29 @@ class NamespaceRow:
     @property
     def kernel_rate(self) -> float | None:
         return rate(self.kernel_retrans_segs, self.kernel_sent)
+
+
+REST_CAUSE = " + ".join(REST)
+REST_COUNTER = "RetransSegs - " + " - ".join(CAUSE_COUNTERS.values())
+
+
+@dataclass(frozen=True)
+class CauseCheck:
+    """Segments of a cause (or of REST_CAUSE) against the kernel counter they must equal."""
+
+    cause: str
+    segments: int
+    counter: str
+    kernel: int
+
+    def match(self, unclassified: int) -> str:
+        """ "exact"; "within_unclassified" if off only as far as segments of unknown cause allow
+        (they are labelled timeout, so other causes can only be short, the rest only over); "off"."""
+        off = self.segments - self.kernel
+        if off == 0:
+            return "exact"
+        allowed = 0 <= off <= unclassified if self.cause == REST_CAUSE else -unclassified <= off <= 0
+        return "within_unclassified" if allowed else "off"
 
 
 @dataclass
@@ -140,10 +201,17 @@ class ChaosReport:
     hooks: str = ""
     counting: str = ""
     notes: list[str] = field(default_factory=list)
+    unclassified_segments: int = 0  # grown during the run, all namespaces: labelled timeout
+    blackhole: tuple[float, float] | None = None  # (start, end) seconds into the traffic
+    drop_handshakes: int = 0
 
     @property
     def exact(self) -> bool:
         return all(ns.exact for ns in self.namespaces)
+
+    @property
+    def causes_exact(self) -> bool:
+        return all(c.match(0) == "exact" for ns in self.namespaces for c in ns.cause_checks())
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -152,6 +220,10 @@ class ChaosReport:
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
             "exact": self.exact,
+            "causes_exact": self.causes_exact,
+            "unclassified_segments": self.unclassified_segments,
+            "blackhole": None if self.blackhole is None else list(self.blackhole),
+            "drop_handshakes": self.drop_handshakes,
             "hooks": self.hooks,
             "counting": self.counting,
             "dropped_packets": self.dropped_packets,
@@ -164,6 +236,9 @@ class ChaosReport:
                     "kernel_sent": ns.kernel_sent,
                     "rate": ns.rate,
                     "kernel_rate": ns.kernel_rate,
+                    "cause_checks": [
+                        {**asdict(c), "match": c.match(self.unclassified_segments)} for c in ns.cause_checks()
+                    ],
                 }
                 for ns in self.namespaces
             ],
@@ -184,6 +259,7 @@ def namespace_rows(
     for role, (name, inode) in namespaces.items():
         mine = [c for k, c in flows.items() if k.role == role]
         counters = kernel.get(role, {})
+        causes = {cause: sum(c.causes.get(cause, 0) for c in mine) for cause in CAUSES}
         rows.append(
             NamespaceRow(
                 role=role,
@@ -194,9 +270,21 @@ def namespace_rows(
                 segments=sum(c.segments for c in mine),
                 events=sum(c.events for c in mine),
                 sent=sum(c.sent for c in mine),
+                causes=causes,
+                kernel_causes={name: int(counters.get(name, 0)) for name in KERNEL_CAUSE_COUNTERS},
             )
         )
     return rows
+
+
+def cause_notes(hooks: str) -> list[str]:
+    """What the report should say about the causes the hooks in use can tell apart."""
+    if hooks == "tracepoint":
+        return [
+            "classic tracepoints cannot tell causes apart: SYN and SYN-ACK retransmits read syn, "
+            "all others fast (see docs/counting.md)"
+        ]
+    return []
 
 
 def flow_rows(flows: Mapping[FlowKey, Counts]) -> list[FlowRow]:

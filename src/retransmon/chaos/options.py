@@ -10,6 +10,7 @@ from retransmon.errors import EnvironmentProblem, UsageError
 
 PREFIX = "rmchaos"  # namespaces are rmchaos-<role>-<pid>-<n>; --cleanup looks for this prefix
 VETH_INDEX = 66  # addresses 198.18.66.1/.2 and 2001:db8:66::1/::2 (see chaos.veth)
+MAX_DROPPED_HANDSHAKES = 100  # each costs a connection a second or more of SYN backoff
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,16 @@ class ChaosOptions:
     ipv6: bool = False
     offloads: bool = True
     show: int = 10  # flow rows in the table
+    blackhole: float = 0.0  # seconds in the middle of the traffic when every data packet is dropped
+    drop_handshakes: int = 0  # the first N SYNs and the first N SYN-ACKs are dropped
+
+    @property
+    def blackhole_window(self) -> tuple[float, float] | None:
+        """(start, end) of the black hole, in seconds from the traffic's start: centred in it."""
+        if self.blackhole <= 0:
+            return None
+        start = (self.duration - self.blackhole) / 2
+        return start, start + self.blackhole
 
     @property
     def wants_netem(self) -> bool:
@@ -57,6 +68,17 @@ class ChaosOptions:
             )
         if self.connections is not None and not 1 <= self.connections <= 100000:
             raise UsageError(f"--connections must be between 1 and 100000, got {self.connections}")
+        if not (math.isfinite(self.blackhole) and self.blackhole >= 0):
+            raise UsageError(f"--blackhole must be a number of seconds, got {self.blackhole:g}")
+        if self.blackhole > 0 and self.connections is not None:
+            raise UsageError("--blackhole needs bulk traffic: leave out --connections")
+        if self.blackhole > 0 and self.blackhole >= self.duration:
+            raise UsageError(
+                f"--blackhole must be shorter than --duration ({self.duration:g} s), got {self.blackhole:g}"
+            )
+        if not 0 <= self.drop_handshakes <= MAX_DROPPED_HANDSHAKES:
+            limit, given = MAX_DROPPED_HANDSHAKES, self.drop_handshakes
+            raise UsageError(f"--drop-handshakes must be between 0 and {limit}, got {given}")
         if self.show < 0:
             raise UsageError(f"--show must not be negative, got {self.show}")
 

@@ -11,16 +11,20 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from retransmon.attribution.labels import sent_labels
 from retransmon.chaos.measure import (
     AGENT_LABELS,
+    KERNEL_CAUSE_COUNTERS,
     ChaosReport,
     Counts,
     FlowKey,
+    cause_notes,
     flow_rows,
     growth,
     namespace_rows,
     tally,
 )
+from retransmon.chaos.netns import tcp_ext_counters
 from retransmon.chaos.network import build_testbed, notes, require_netem
 from retransmon.chaos.options import ChaosOptions
+from retransmon.chaos.provoke import Provocations
 from retransmon.chaos.signals import SignalGate
 from retransmon.chaos.testbed import TestBed
 from retransmon.export.agent import Agent, ServeOptions, build_agent
@@ -39,17 +43,29 @@ class Measurement:
         self._roles = {ns.inode: role for role, ns in net.namespaces.items()}
         self._labels = AGENT_LABELS
         self._sent_labels = sent_labels(AGENT_LABELS)
-        self._flows_before = self._flows()
-        self._kernel_before = net.kernel_counters()
+        self.unclassified = 0  # segments of unknown cause (labelled timeout) since the baseline
+        self._flows_before, self._unclassified_before = self._flows()
+        self._kernel_before = self._kernel()
 
-    def _flows(self) -> dict[FlowKey, Counts]:
+    def _flows(self) -> tuple[dict[FlowKey, Counts], int]:
         snap = self._agent.harvester.snapshot()
-        return tally(snap.retransmits, snap.sent, self._labels, self._sent_labels, self._roles)
+        flows = tally(snap.retransmits, snap.sent, self._labels, self._sent_labels, self._roles)
+        return flows, snap.losses.unclassified_segments
+
+    def _kernel(self) -> dict[str, dict[str, int]]:
+        """Tcp counters (RetransSegs, OutSegs, ...) and the TcpExt ones causes equal, per role."""
+        counters = self._net.kernel_counters()
+        for role, ns in self._net.namespaces.items():
+            ext = tcp_ext_counters(ns)
+            counters[role].update({name: ext.get(name, 0) for name in KERNEL_CAUSE_COUNTERS})
+        return counters
 
     def now(self) -> tuple[dict[FlowKey, Counts], dict[str, dict[str, int]]]:
         """(flow growth, kernel counter growth per role) since the baseline."""
-        kernel_now = self._net.kernel_counters()
-        flows = growth(self._flows(), self._flows_before)
+        kernel_now = self._kernel()
+        flows_now, self.unclassified = self._flows()
+        self.unclassified -= self._unclassified_before
+        flows = growth(flows_now, self._flows_before)
         kernel = {
             role: {k: v - self._kernel_before.get(role, {}).get(k, 0) for k, v in counters.items()}
             for role, counters in kernel_now.items()
@@ -85,10 +101,15 @@ def expected_seconds(opts: ChaosOptions) -> float:
     return opts.connections / opts.flows
 
 
-def drive(
-    net: TestBed, opts: ChaosOptions, measure: Measurement, gate: SignalGate, console: Console
+def drive(  # noqa: PLR0917 (one run's parts)
+    net: TestBed,
+    opts: ChaosOptions,
+    measure: Measurement,
+    gate: SignalGate,
+    console: Console,
+    provoke: Provocations,
 ) -> tuple[float, bool]:
-    """Run the traffic with a progress display; (seconds, interrupted)."""
+    """Run the traffic (and its black hole) with a progress display; (seconds, interrupted)."""
     churn = opts.connections is not None
     what = f"{opts.connections} short connections" if churn else f"{opts.flows} flows for {opts.duration:g} s"
     progress = Progress(
@@ -107,7 +128,7 @@ def drive(
         task = progress.add_task(what, total=None if churn else opts.duration, stats="")
         limit = start + expected_seconds(opts) + TRAFFIC_GRACE
         while proc.poll() is None and not stop.is_set() and time.monotonic() < limit:
-            stop.wait(REFRESH)
+            stop.wait(min(REFRESH, provoke.tick(time.monotonic() - start)))
             elapsed = time.monotonic() - start
             if progress.disable:
                 continue
@@ -115,6 +136,7 @@ def drive(
             progress.update(task, completed=min(elapsed, opts.duration), stats=_stats(flows, kernel))
     seconds = time.monotonic() - start
     interrupted = proc.poll() is None
+    provoke.end()
     net.stop_sender()
     return seconds, interrupted
 
@@ -135,11 +157,13 @@ def run_chaos(
             )
             stack.callback(agent.close)
             net = stack.enter_context(build_testbed(options))
+            provoke = stack.enter_context(Provocations(net, options))
             stack.callback(gate.ignore)  # runs first on the way out: nothing interrupts the cleanup
             measure = Measurement(agent, net)
-            seconds, interrupted = drive(net, options, measure, gate, err)
+            seconds, interrupted = drive(net, options, measure, gate, err, provoke)
             flows, kernel = measure.settled()
             snap = agent.harvester.snapshot(harvest=False)
+            dropped = [n for n in (net.dropped(), provoke.dropped() or None) if n is not None]
             return ChaosReport(
                 loss_percent=options.loss_percent,
                 method=net.method,
@@ -149,11 +173,14 @@ def run_chaos(
                     flows, {role: (ns.name, ns.inode) for role, ns in net.namespaces.items()}, kernel
                 ),
                 flows=flow_rows(flows),
-                dropped_packets=net.dropped(),
+                dropped_packets=sum(dropped) if dropped else None,
                 traffic=None if interrupted else net.sender_result(),
                 hooks=snap.hooks,
                 counting="exact" if snap.exact else "per-event",
-                notes=notes(options, net),
+                notes=notes(options, net) + cause_notes(snap.hooks),
+                unclassified_segments=measure.unclassified,
+                blackhole=options.blackhole_window,
+                drop_handshakes=options.drop_handshakes,
             )
     finally:
         gate.restore()

@@ -8,12 +8,24 @@ from retransmon.commands import args as common
 from retransmon.live.filter import parse_port
 
 
+def seconds(text: str) -> float:
+    """A number of seconds, 0 or more (0: off)."""
+    try:
+        value = float(text.strip().lower().removesuffix("s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds like 1.5 or 2s, got {text!r}") from None
+    if not 0 <= value <= common.MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {common.MAX_SECONDS:g} seconds, got {text}")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     chaos = sub.add_parser("chaos", help="lossy private test network, TCP traffic, and what was caught")
     chaos.description = (
         "Build a private test network (two network namespaces and a veth pair on 198.18.66.0/24 and "
         "2001:db8:66::/64), drop packets on it, drive TCP traffic through it and compare what "
-        "retransmon counted with the kernel's RetransSegs. Nothing outside the namespaces is touched."
+        "retransmon counted with the kernel's RetransSegs, and each cause with its TcpExt counter. "
+        "Nothing outside the namespaces is touched."
     )
     chaos.add_argument(
         "--loss", type=common.percent, default=5.0, metavar="PCT", help="packet loss (default 5)"
@@ -47,6 +59,22 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         metavar="N",
         help="short-connection churn: N connections of 8 KiB, --flows at a time (instead of bulk)",
+    )
+    chaos.add_argument(
+        "--blackhole",
+        type=seconds,
+        default=0.0,
+        metavar="S",
+        help="drop every packet to the server for S seconds in the middle of the traffic, then go back "
+        "to --loss: the RTO fires (cause timeout, then slow_start)",
+    )
+    chaos.add_argument(
+        "--drop-handshakes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="drop the first N SYNs and the first N SYN-ACKs: both ends retransmit their handshake "
+        "(cause syn)",
     )
     chaos.add_argument("--ipv6", action="store_true", help="use IPv6 (2001:db8:66::/64) instead of IPv4")
     chaos.add_argument(
@@ -113,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         ipv6=args.ipv6,
         offloads=not args.no_offloads,
         show=args.show,
+        blackhole=args.blackhole,
+        drop_handshakes=args.drop_handshakes,
     )
     options.validate()
     require_root()

@@ -36,7 +36,7 @@ ROLES = {CLIENT: "client", SERVER: "server"}
 
 
 def retransmit(netns: int, src_port: int, segments: int, events: int, kind: str = "retransmit") -> Sample:
-    labels = ("4", "198.18.66.1", str(src_port), "198.18.66.2", "5001", kind, str(netns))
+    labels = ("4", "198.18.66.1", str(src_port), "198.18.66.2", "5001", kind, "", str(netns))
     return Sample(labels, events, segments)
 
 
@@ -64,7 +64,7 @@ def test_tally_sums_per_flow_and_ignores_other_namespaces() -> None:
 
 
 def test_tally_ignores_folded_other_series() -> None:
-    folded = Sample(("4", "other", "other", "other", "other", "retransmit", "other"), 1, 1)
+    folded = Sample(("4", "other", "other", "other", "other", "retransmit", "fast", "other"), 1, 1)
     assert tally([folded], [], AGENT_LABELS, sent_labels(AGENT_LABELS), ROLES) == {}
 
 
@@ -146,6 +146,7 @@ def test_json_report_has_the_numbers() -> None:
         "events": 3,
         "synack": 0,
         "sent": 600,
+        "causes": {},
         "rate": 0.05,
     }
 
