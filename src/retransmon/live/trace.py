@@ -13,6 +13,7 @@ import contextlib
 import json
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -66,7 +67,24 @@ class LocalClock:
 Prepared = tuple[str, str, str]  # the constant parts of one flow's lines
 
 
-class TextFormatter:
+class _Formatter(ABC):
+    """prepare() once per flow (the decoder caches it), render() per record."""
+
+    @abstractmethod
+    def prepare(self, flow: EventFlow) -> Prepared: ...
+
+    @abstractmethod
+    def render(
+        self, prepared: Prepared, boot_ns: int, segments: int, reconciled: bool, timing: Timing = NO_TIMING
+    ) -> str: ...
+
+    def line(self, event: Event) -> str:
+        return self.render(
+            self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled, event.timing
+        )
+
+
+class TextFormatter(_Formatter):
     """tcpretrans-like columns."""
 
     header = TEXT_HEADER
@@ -96,13 +114,8 @@ class TextFormatter:
             f"{cause_name(cause) or '-':<15} {srtt_us:>8} {rto_ms:>7} {backoff:>2}\n"
         )
 
-    def line(self, event: Event) -> str:
-        return self.render(
-            self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled, event.timing
-        )
 
-
-class JsonFormatter:
+class JsonFormatter(_Formatter):
     """One JSON object per line, with exactly the keys of the documented record."""
 
     header = None
@@ -140,11 +153,6 @@ class JsonFormatter:
         return (
             f'{{"time": "{when}", {head}, "cause": "{cause_name(cause)}", "segments": {segments}, '
             f'"srtt_us": {srtt_us}, "rto_ms": {rto_ms}, "backoff": {backoff}, {tail}}}\n'
-        )
-
-    def line(self, event: Event) -> str:
-        return self.render(
-            self.prepare(event.flow), event.boot_ns, event.segments, event.reconciled, event.timing
         )
 
 

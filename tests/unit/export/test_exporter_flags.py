@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from retransmon.cli import main
 from retransmon.errors import EnvironmentProblem, UsageError
@@ -17,13 +17,6 @@ from retransmon.export.ratelimit import TokenBucket
 from retransmon.export.server import MetricsServer, parse_telemetry_path
 from retransmon.export.webconfig import load
 from tests.support.agent import free_port
-
-
-@pytest.fixture(scope="module")
-def registry() -> CollectorRegistry:
-    reg = CollectorRegistry()
-    Counter("test_requests", "Requests handled.", registry=reg).inc(7)
-    return reg
 
 
 @pytest.fixture

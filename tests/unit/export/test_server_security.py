@@ -13,26 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from retransmon.export.server import MAX_HEAD_BYTES, MetricsServer
 from retransmon.export.webconfig import WebConfig, load
-from tests.support.tls import Certificates, bcrypt_hash, make_certificates, web_config_yaml
+from tests.support.tls import Certificates, bcrypt_hash, web_config_yaml
 
 PASSWORD = "correct horse"
 HEADERS = {"X-Frame-Options": "deny", "Strict-Transport-Security": "max-age=31536000"}
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    return make_certificates(str(tmp_path_factory.mktemp("certs")))
-
-
-@pytest.fixture(scope="module")
-def registry() -> CollectorRegistry:
-    reg = CollectorRegistry()
-    Counter("test_requests", "Requests handled.", registry=reg).inc(7)
-    return reg
 
 
 def _config(tmp_path: Path, text: str) -> WebConfig:

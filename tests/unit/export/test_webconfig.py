@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,7 @@ from retransmon.cli import main
 from retransmon.errors import UsageError
 from retransmon.export.goyaml import Problem
 from retransmon.export.webconfig import bcrypt_cost, load, parse
-from tests.support.tls import Certificates, bcrypt_hash, make_certificates, web_config_yaml
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Certificates]:
-    yield make_certificates(str(tmp_path_factory.mktemp("certs")))
+from tests.support.tls import Certificates, bcrypt_hash, web_config_yaml
 
 
 def _write(tmp_path: Path, text: str) -> str:

@@ -8,24 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from retransmon.export.server import MetricsServer
 from retransmon.export.tlscontext import TLS12_CIPHERS, allowed_san
 from retransmon.export.webconfig import WebConfig, load
-from tests.support.tls import Certificates, make_certificates, make_client_certificate
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    return make_certificates(str(tmp_path_factory.mktemp("certs")))
-
-
-@pytest.fixture(scope="module")
-def registry() -> CollectorRegistry:
-    reg = CollectorRegistry()
-    Counter("test_requests", "Requests handled.", registry=reg).inc(7)
-    return reg
+from tests.support.tls import Certificates, make_client_certificate
 
 
 def _load(tmp_path: Path, text: str) -> WebConfig:
