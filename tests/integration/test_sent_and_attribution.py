@@ -23,6 +23,7 @@ from retransmon.chaos.testbed import TestBed
 from retransmon.chaos.traffic import module_env, sender_argv
 from tests.support import AgentProcess, TestCgroup, total
 from tests.support.agent import Sample
+from tests.support.known_bugs import PASSIVE_UNDERCOUNT
 
 SENT = "tcp_segments_sent_total"
 RETRANS = "tcp_retransmitted_segments_total"
@@ -237,6 +238,7 @@ def test_two_cgroups_are_attributed_to_their_own_paths() -> None:
             assert by_path[docker_path]["pod_uid"] == ""
 
 
+@PASSIVE_UNDERCOUNT
 def test_churn_default_labels_stay_few_and_flow_labels_tell_connections_apart() -> None:
     """300 short connections from fresh ephemeral ports to one lossy service."""
     with (
@@ -284,6 +286,7 @@ def test_churn_default_labels_stay_few_and_flow_labels_tell_connections_apart() 
         assert len(retrans_ports) > 50 and retrans_ports <= client_ports
 
 
+@PASSIVE_UNDERCOUNT
 def test_max_series_caps_series_and_keeps_per_namespace_sums() -> None:
     """--max-series 5: the rest is folded into `other` series; the sums are those of an uncapped agent."""
     cap = 5

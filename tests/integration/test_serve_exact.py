@@ -14,6 +14,7 @@ from retransmon.chaos.testbed import TestBed
 from retransmon.chaos.traffic import run_holder, run_sender
 from tests.support import AgentProcess, total
 from tests.support.agent import Sample
+from tests.support.known_bugs import PASSIVE_UNDERCOUNT
 
 SEGMENTS = "tcp_retransmitted_segments_total"
 EVENTS = "tcp_retransmissions_total"
@@ -120,6 +121,7 @@ def test_storm_without_offloads_is_exact_despite_skipped_runs(agent: AgentProces
         assert events <= segments
 
 
+@PASSIVE_UNDERCOUNT
 def test_synack_retransmits_are_counted_with_kind_synack(agent: AgentProcess) -> None:
     with TestBed() as tb:
         server = Baseline(tb.server, agent)
