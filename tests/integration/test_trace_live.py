@@ -17,27 +17,8 @@ import pytest
 from retransmon.chaos.netns import NetNamespace, settled_retranssegs, tcp_counters
 from retransmon.chaos.testbed import TestBed
 from tests.support.agent import retransmon_command
-from tests.support.tracer import TraceProcess
+from tests.support.tracer import JSON_KEYS, TraceProcess
 
-JSON_KEYS = [
-    "time",
-    "ip_version",
-    "src_ip",
-    "src_port",
-    "dst_ip",
-    "dst_port",
-    "state",
-    "kind",
-    "cause",
-    "segments",
-    "srtt_us",
-    "rto_ms",
-    "backoff",
-    "netns",
-    "cgroup",
-    "pid",
-    "comm",
-]
 FlowKey = tuple[int, str, int, str, int, str]  # netns, src_ip, src_port, dst_ip, dst_port, kind
 
 

@@ -89,3 +89,25 @@ class TraceProcess:
     ) -> None:
         self.stop()
         self.remove_files()
+
+
+# The keys of one `trace --json` record, in order: the documented record (docs/live-view.md).
+JSON_KEYS = [
+    "time",
+    "ip_version",
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "state",
+    "kind",
+    "cause",
+    "segments",
+    "srtt_us",
+    "rto_ms",
+    "backoff",
+    "netns",
+    "cgroup",
+    "pid",
+    "comm",
+]

@@ -28,26 +28,8 @@ from retransmon.live.trace import (
     endpoint,
     render_stats,
 )
+from tests.support.tracer import JSON_KEYS
 
-JSON_KEYS = [
-    "time",
-    "ip_version",
-    "src_ip",
-    "src_port",
-    "dst_ip",
-    "dst_port",
-    "state",
-    "kind",
-    "cause",
-    "segments",
-    "srtt_us",
-    "rto_ms",
-    "backoff",
-    "netns",
-    "cgroup",
-    "pid",
-    "comm",
-]
 WALL = 1_796_183_451  # 2026-12-02T03:50:51Z
 
 
