@@ -13,6 +13,12 @@ BPF_SRC := bpf/retransmon.bpf.c bpf/retransmon.h $(wildcard bpf/*.bpf.h)
 BPF_REPRODUCIBLE := -fdebug-prefix-map=$(CURDIR)=.
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
+# The kernel matrix (`make matrix`): qemu and busybox for virtme-ng (installed into .venv by the
+# dev extras), and Debian 12's kernels 6.1 and 6.12; Debian 11's 5.10 comes from `make kernels`,
+# whose package needs initramfs-tools. Defined before APT_PACKAGES, which `:=` expands at once.
+MATRIX_PACKAGES := qemu-system-x86 busybox-static linux-image-amd64 linux-image-6.12-amd64 initramfs-tools
+BULLSEYE_KERNEL := linux-image-5.10.0-32-amd64
+
 # Debian packages: BPF toolchain, the test bed (nftables, iproute2, ethtool),
 # Prometheus (server and promtool), tmux for driving `top` in tests,
 # podman, runc and debootstrap for `make image` and the container tests.
@@ -28,11 +34,6 @@ IMAGE ?= localhost/retransmon:$(VERSION)
 
 .PHONY: setup apt kernels venv bpf matrix dist image run test lint typecheck unit integration bench demo screenshot clean
 
-# The kernel matrix (`make matrix`): qemu and busybox for virtme-ng (installed into .venv by the
-# dev extras), and Debian 12's kernels 6.1 and 6.12; Debian 11's 5.10 comes from `make kernels`.
-MATRIX_PACKAGES := qemu-system-x86 busybox-static linux-image-amd64 linux-image-6.12-amd64
-BULLSEYE_KERNEL := linux-image-5.10.0-32-amd64
-
 setup: apt kernels venv bpf
 
 # Debian 11's kernel, fetched with a temporary apt configuration (this machine's sources stay as they are).
@@ -45,7 +46,9 @@ apt:
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:" $$missing; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+		apt-get update -qq; \
+		apt-get check >/dev/null 2>&1 || apt-get -f install -y -qq; \
+		apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
 		export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq python3-venv; }

@@ -5,7 +5,12 @@
 set -euo pipefail
 PKG=${1:-linux-image-5.10.0-32-amd64}
 VER=${PKG#linux-image-}
-if [ -e "/boot/vmlinuz-$VER" ]; then exit 0; fi
+installed() { dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null | grep -q '^install ok installed$'; }
+if installed; then exit 0; fi
+# Unpacked by an earlier run whose dependencies were missing: configure it now that `make apt` ran.
+if dpkg-query -W "$PKG" >/dev/null 2>&1; then
+	DEBIAN_FRONTEND=noninteractive dpkg --configure "$PKG" >/dev/null && installed && exit 0
+fi
 
 # The archive this machine already uses (deb822 .sources or one-line .list).
 uri=$(sed -n 's/^URIs: *\(http[^ ]*\/debian\)\/*$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)
@@ -30,4 +35,4 @@ echo "fetching $PKG from $uri (bullseye), apt sources untouched"
 apt-get -qq "${apt_tmp[@]}" update
 (cd "$tmp" && apt-get -qq "${apt_tmp[@]}" download "$PKG")
 DEBIAN_FRONTEND=noninteractive dpkg -i "$tmp"/linux-image-*.deb >/dev/null
-test -e "/boot/vmlinuz-$VER"
+installed && test -e "/boot/vmlinuz-$VER"
