@@ -7,7 +7,8 @@ from typing import Any
 
 from bench.storm import run_storm, storm_bed
 from retransmon.kernel import libbpf
-from retransmon.kernel.skeleton import PROGRAM_LABELS, SENT_ITERATOR, RetransmonBPF
+from retransmon.kernel.plans import SENT_ITERATOR
+from retransmon.kernel.skeleton import PROGRAM_LABELS, RetransmonBPF
 
 TARGET_NS = 150.0
 

@@ -12,6 +12,7 @@ from retransmon.errors import RetransmonError
 from retransmon.kernel import capabilities, libbpf
 from retransmon.kernel.degraded import missing, sent_segments_missing
 from retransmon.kernel.features import VMLINUX_BTF, KernelFeatures, probe
+from retransmon.kernel.plans import REQUIREMENTS, Requirement
 from retransmon.kernel.skeleton import ProgramOptions, RetransmonBPF
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -91,7 +92,7 @@ def run_checks(hooks: str = "auto") -> list[Finding]:
         Finding(
             OK if features.tp_btf else WARN,
             "tp_btf tracepoints",
-            "tcp_retransmit_skb, tcp_retransmit_synack"
+            "tcp_retransmit_skb, tcp_retransmit_synack in the kernel's BTF"
             if features.tp_btf
             else "missing: classic tracepoints only",
         )
@@ -128,8 +129,19 @@ def run_checks(hooks: str = "auto") -> list[Finding]:
             "" if _tracefs_mounted() else "mount -t tracefs nodev /sys/kernel/tracing",
         )
     )
+    out.extend(requirement_finding(r, features) for r in REQUIREMENTS)
     out.extend(_try_load(hooks))
     return out
+
+
+def requirement_finding(req: Requirement, features: KernelFeatures) -> Finding:
+    """A BPF feature some hook plans need: present, missing with what that costs, or not known."""
+    offered = req.offered(features)
+    if offered:
+        return Finding(OK, req.name, f"available ({req.since}+)")
+    if offered is None:
+        return Finding(WARN, req.name, "not known (the probe could not run): plans that need it are tried")
+    return Finding(WARN, req.name, f"missing (needs {req.since}): {req.cost}")
 
 
 def loaded_findings(bpf: RetransmonBPF) -> list[Finding]:
@@ -191,7 +203,8 @@ def cause_finding(plan: str) -> Finding:
         "cause label",
         f'{plan} hooks cannot tell causes apart: SYN and SYN-ACK retransmits read cause="syn", '
         'every other retransmit cause="fast"',
-        "use a kernel whose BTF has the tcp tracepoints (tp_btf) for the other causes",
+        "a kernel that loads the tp_btf plan (tcp tracepoints in BTF, BPF atomics: Linux 5.12+) "
+        "tells the other causes apart",
     )
 
 

@@ -7,7 +7,8 @@ thing about a kernel that gives less than the full plan (e.g. Linux 5.10).
 from __future__ import annotations
 
 from retransmon.kernel.features import KernelFeatures
-from retransmon.kernel.skeleton import SENT_ITERATOR, HookPlan, RetransmonBPF
+from retransmon.kernel.plans import SENT_ITERATOR, HookPlan
+from retransmon.kernel.skeleton import RetransmonBPF
 
 
 def sent_segments_missing(plan: HookPlan, features: KernelFeatures) -> str | None:
@@ -30,6 +31,16 @@ def sent_segments_missing(plan: HookPlan, features: KernelFeatures) -> str | Non
     )
 
 
+def exact_plan_fate(bpf: RetransmonBPF) -> str:
+    """Why the exact plan is not the one loaded, when it was skipped or refused: '; tp_btf ...'."""
+    skipped, refused = dict(bpf.skipped), dict(bpf.rejected)
+    if "tp_btf" in skipped:
+        return f"; tp_btf {skipped['tp_btf']}"
+    if "tp_btf" in refused:
+        return f"; tp_btf refused: {refused['tp_btf']}"
+    return ""
+
+
 def missing(bpf: RetransmonBPF) -> list[str]:
     """One line per thing the attached plan does without, with its cost; empty when nothing is."""
     plan, features = bpf.plan, bpf.features
@@ -38,7 +49,7 @@ def missing(bpf: RetransmonBPF) -> list[str]:
     out = []
     if not bpf.exact:
         out.append(
-            f"exact counting: unavailable (hooks {plan.name}): "
+            f"exact counting: unavailable (hooks {plan.name}{exact_plan_fate(bpf)}): "
             "each retransmit event counts what it carried, so failed attempts and skipped runs "
             "make tcp_retransmitted_segments_total differ from RetransSegs"
         )

@@ -72,6 +72,7 @@ _SIGNATURES: list[tuple[str, Any, list[Any]]] = [
         _c_int,
         [_c_int, _c_void_p, _c_void_p, _c_void_p, _c_void_p, ctypes.POINTER(_c_uint32), _c_void_p],
     ),
+    ("bpf_prog_load", _c_int, [_c_int, _c_char_p, _c_char_p, _c_char_p, _c_size_t, _c_void_p]),
     ("bpf_obj_get_info_by_fd", _c_int, [_c_int, _c_void_p, ctypes.POINTER(_c_uint32)]),
     ("bpf_enable_stats", _c_int, [_c_int]),
     ("ring_buffer__new", _c_void_p, [_c_int, _SAMPLE_FN, _c_void_p, _c_void_p]),
@@ -419,6 +420,25 @@ def map_lookup_and_delete_batch(
             return out
         ctypes.memmove(in_batch, out_batch, len(out_batch))
         first = False
+
+
+# ----------------------------------------------------------------------------
+# Raw programs (feature probes)
+# ----------------------------------------------------------------------------
+
+BPF_PROG_TYPE_SOCKET_FILTER = 1
+BPF_INSN_SIZE = 8  # struct bpf_insn
+
+
+def prog_load_errno(prog_type: int, insns: bytes) -> int:
+    """Load raw instructions and close the program at once: 0 if the kernel accepted them, else the errno."""
+    if len(insns) % BPF_INSN_SIZE:
+        raise ValueError(f"BPF instructions are {BPF_INSN_SIZE} bytes each, got {len(insns)} bytes")
+    ret: int = _library().bpf_prog_load(prog_type, None, b"GPL", insns, len(insns) // BPF_INSN_SIZE, None)
+    if ret < 0:
+        return -ret
+    os.close(ret)
+    return 0
 
 
 # ----------------------------------------------------------------------------

@@ -30,9 +30,10 @@ from importlib import resources
 from types import TracebackType
 
 from retransmon import defaults
-from retransmon.errors import EnvironmentProblem, UsageError
+from retransmon.errors import EnvironmentProblem
 from retransmon.kernel import capabilities, libbpf
 from retransmon.kernel.features import KernelFeatures, probe
+from retransmon.kernel.plans import SENT_ITERATOR, HookPlan, choose
 from retransmon.kernel.structs import RUNTIME_SETTINGS, ZERO_U32
 from retransmon.kernel.tables import FlowTables, TableFds
 
@@ -41,15 +42,6 @@ log = logging.getLogger(__name__)
 OBJECT_ENV = "RETRANSMON_BPF_OBJECT"
 COARSE_RESERVE = 4096  # table slots kept for coarse (folded) keys when flows overflow
 
-
-TP_BTF_PROGRAMS = (
-    "tp_btf_tcp_retransmit_skb",
-    "tp_btf_tcp_retransmit_synack",
-    "tp_btf_inet_sock_set_state",
-    "tp_btf_tcp_destroy_sock",  # settles a socket whose TCP_CLOSE run the kernel skipped
-)
-TRACEPOINT_PROGRAMS = ("tracepoint_tcp_retransmit_skb", "tracepoint_tcp_retransmit_synack")
-SENT_ITERATOR = "iter_sent_segments"  # run at every harvest over every process's open sockets
 
 # Short names for the retransmon_bpf_program_attached{program} label.
 PROGRAM_LABELS = {
@@ -61,46 +53,6 @@ PROGRAM_LABELS = {
     "tracepoint_tcp_retransmit_synack": "tcp_retransmit_synack",
     SENT_ITERATOR: "sent_segments_iter",
 }
-
-
-@dataclass(frozen=True)
-class HookPlan:
-    """One way of loading the object."""
-
-    name: str
-    programs: tuple[str, ...]
-    sk_storage: bool
-    exact: bool
-    iterators: tuple[str, ...] = ()  # SENT_ITERATOR, attached with attach_iter
-
-
-def plans_for(mode: str, features: KernelFeatures) -> list[HookPlan]:
-    if mode not in defaults.HOOK_MODES:
-        raise UsageError(f"unknown hook type {mode!r}; choose one of {', '.join(defaults.HOOK_MODES)}")
-    plans: list[HookPlan] = []
-    if mode in ("auto", "tp_btf") and features.tp_btf:
-        optional = {
-            "tp_btf_inet_sock_set_state": features.tp_btf_sock_set_state,
-            "tp_btf_tcp_destroy_sock": features.tp_btf_sock_set_state and features.tp_btf_destroy_sock,
-        }
-        base = tuple(p for p in TP_BTF_PROGRAMS if optional.get(p, True))
-        exact = features.tp_btf_sock_set_state
-        # Not even tried without bpf_sock_from_file (5.10): the verifier would spend long refusing it.
-        with_iterator = features.iter_task_file and features.sock_from_file and features.tp_btf_sock_set_state
-        iterators = (SENT_ITERATOR,) if with_iterator else ()
-        plans.append(HookPlan("tp_btf", base, True, exact, iterators))
-        if iterators:
-            # Should the kernel refuse the iterators: sent segments are then counted at close only.
-            plans.append(HookPlan("tp_btf-no-iterators", base, True, exact))
-        plans.append(HookPlan("tp_btf-per-event", base, False, False))
-    if mode in ("auto", "tracepoint"):
-        plans.append(HookPlan("tracepoint", TRACEPOINT_PROGRAMS, False, False))
-    if not plans:
-        raise EnvironmentProblem(
-            "this kernel has no BTF tracepoint for tcp_retransmit_skb/tcp_retransmit_synack (tp_btf)",
-            fix="run with --hooks=tracepoint or --hooks=auto to use the classic tracepoints",
-        )
-    return plans
 
 
 def object_path() -> str:
@@ -200,6 +152,7 @@ class RetransmonBPF:
         self.options = options or ProgramOptions()
         self.features: KernelFeatures | None = None
         self.plan: HookPlan | None = None
+        self.skipped: list[tuple[str, str]] = []  # (plan, reason) known in advance to be refused
         self.rejected: list[tuple[str, str]] = []  # (plan, reason) tried before the chosen one
         self.programs: list[AttachedProgram] = []
         self._obj: libbpf.Object | None = None
@@ -219,11 +172,19 @@ class RetransmonBPF:
         self.close()
 
     def start(self) -> None:
-        """Open, configure, load and attach, trying hook plans from best to simplest."""
+        """Open, configure, load and attach, trying hook plans from best to simplest.
+
+        Plans the kernel is known to refuse (plans.choose) are not tried; a refusal of the
+        others falls through to the next plan.
+        """
         self.features = probe()
+        choice = choose(self.options.hooks, self.features)
+        self.skipped = choice.skipped
+        for name, why in choice.skipped:
+            log.info("hook plan %s skipped: %s", name, why)
         path = object_path()
         last: libbpf.LibbpfError | None = None
-        for plan in plans_for(self.options.hooks, self.features):
+        for plan in choice.plans:
             try:
                 self._load(path, plan)
                 self._attach(plan)

@@ -12,15 +12,8 @@ from dataclasses import fields
 import pytest
 
 from retransmon.kernel import libbpf
-from retransmon.kernel.skeleton import (
-    PROGRAM_LABELS,
-    SENT_ITERATOR,
-    TP_BTF_PROGRAMS,
-    TRACEPOINT_PROGRAMS,
-    Maps,
-    Rodata,
-    object_path,
-)
+from retransmon.kernel.plans import SENT_ITERATOR, TP_BTF_PROGRAMS, TRACEPOINT_PROGRAMS
+from retransmon.kernel.skeleton import PROGRAM_LABELS, Maps, Rodata, object_path
 
 
 @pytest.fixture(scope="module")
