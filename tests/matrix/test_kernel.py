@@ -18,12 +18,15 @@ from retransmon.chaos.loss import netem_available
 from retransmon.chaos.netns import read_while_settled
 from retransmon.chaos.testbed import TestBed
 from retransmon.kernel.features import probe
+from retransmon.kernel.plans import ATOMICS, REQUIREMENTS
 from tests.support import AgentProcess, total
 from tests.support.agent import TIME_SCALE, retransmon_command
 
 SEGMENTS = "tcp_retransmitted_segments_total"
 SENT = "tcp_segments_sent_total"
 LABELS = "ip_version,service_port,kind,netns"
+# Seconds from start to the first /metrics: 5 s, times 6 in the VM (TCG, ~30-50x slower than a real CPU).
+SERVE_ANSWERS_WITHIN = 5 * TIME_SCALE
 PER_EVENT_TOLERANCE = (
     0.05  # per-event counting: failed attempts and skipped runs (measured: docs/compatibility.md)
 )
@@ -39,10 +42,42 @@ def exact_here(text: str) -> bool:
     return "counting exact" in text
 
 
+def findings(text: str) -> list[tuple[str, str, str]]:
+    """(status, item, detail) of each finding line; fix lines (indented) are left out."""
+    out = []
+    for line in text.splitlines():
+        status, _, rest = line.partition("  ")
+        if status.strip() in ("ok", "warn", "FAIL"):
+            item, _, detail = rest.strip().partition("  ")
+            out.append((status.strip(), item.strip(), detail.strip()))
+    return out
+
+
 def test_check_claims_only_what_loaded() -> None:
     text = check_output()
     print(text)
     lines = text.splitlines()
+    found = findings(text)
+    items = [item for _, item, _ in found]
+    assert len(items) == len(set(items)), f"an item is said twice: {items}"
+    features = probe()
+    by_item = {item: (status, detail) for status, item, detail in found}
+    for req in REQUIREMENTS:
+        # Each BPF feature the plans need: one line, and when missing, the release and the cost.
+        status, detail = by_item[req.name]
+        if req.offered(features):
+            assert status == "ok", (req.name, detail)
+        else:
+            assert status == "warn" and req.since in detail and req.cost in detail, (req.name, detail)
+    if ATOMICS.offered(features) is False:
+        # Known in advance: the tp_btf plans are skipped, not tried and refused (5.10).
+        assert not any(item.startswith("hooks ") for item in items), items
+        assert "hooks tracepoint" in by_item["load and attach"][1]
+    if not exact_here(text):
+        for status, item, detail in found:
+            if status == "ok":
+                assert "iter/task_file" not in detail and "inet_sock_set_state" not in detail, (item, detail)
+        assert "socket lifecycle" not in by_item or by_item["socket lifecycle"][0] == "warn"
     sent_ok = [line for line in lines if line.startswith("ok") and "segments sent" in line]
     sent_warn = [line for line in lines if line.startswith("warn") and "segments sent" in line]
     if exact_here(text) and probe().sock_from_file:
@@ -70,8 +105,8 @@ def test_serve_answers_promptly_and_says_what_it_lacks() -> None:
     print(f"serve answered after {answered:.1f} s; counting {counting}; hooks {info[0].labels['hooks']}")
     for line in warnings:
         print(line)
-    # Measured: 42 s on 5.10 under TCG (libbpf relocating each refused plan against the kernel's BTF).
-    assert answered < 20 * TIME_SCALE
+    # Measured under TCG: 89 s on 5.10 when each refused plan was loaded first, XX s once skipped.
+    assert answered < SERVE_ANSWERS_WITHIN
     if counting == "exact":
         assert not any("exact counting" in w for w in warnings)
     else:
@@ -117,8 +152,18 @@ def test_chaos_with_netem_delay_jitter_reorder() -> None:
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout.strip().splitlines()[-1])
     client = next(r for r in data["namespaces"] if r["role"] == "client")
-    print(f"chaos (netem): method {data['method']}, exact {data['exact']}, client {client}")
+    print(
+        f"chaos (netem): method {data['method']}, counting {data['counting']}, exact {data['exact']}, "
+        f"client {client}"
+    )
     assert data["method"] == "netem"
+    if data["counting"] != "exact":
+        # 5.10: per event, so never "exact", even when the sums happen to agree.
+        assert data["exact"] is False and data["causes_exact"] is False
+        assert not client["exact"]
+        assert client["equal"] == (client["segments"] == client["kernel_retrans_segs"])
+    if ATOMICS.offered(probe()) is False:
+        assert data["counting"] == "per-event" and data["hooks"] == "tracepoint"
     kernel = int(client["kernel_retrans_segs"])
     assert kernel > 0
     if data["exact"]:

@@ -127,7 +127,8 @@ class NamespaceRow:
     kernel_causes: dict[str, int] = field(default_factory=dict)  # KERNEL_CAUSE_COUNTERS, grown
 
     @property
-    def exact(self) -> bool:
+    def equal(self) -> bool:
+        """The agent's sum equals RetransSegs (exact only if the plan counts exactly, see ChaosReport)."""
         return self.segments == self.kernel_retrans_segs
 
     def cause_checks(self) -> list[CauseCheck]:
@@ -206,12 +207,22 @@ class ChaosReport:
     drop_handshakes: int = 0
 
     @property
+    def counts_exactly(self) -> bool:
+        """The loaded plan counts exactly; per event, an equal sum is luck, not exactness."""
+        return self.counting == "exact"
+
+    def namespace_exact(self, ns: NamespaceRow) -> bool:
+        return self.counts_exactly and ns.equal
+
+    @property
     def exact(self) -> bool:
-        return all(ns.exact for ns in self.namespaces)
+        return all(self.namespace_exact(ns) for ns in self.namespaces)
 
     @property
     def causes_exact(self) -> bool:
-        return all(c.match(0) == "exact" for ns in self.namespaces for c in ns.cause_checks())
+        return self.counts_exactly and all(
+            c.match(0) == "exact" for ns in self.namespaces for c in ns.cause_checks()
+        )
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -232,7 +243,8 @@ class ChaosReport:
             "namespaces": [
                 {
                     **asdict(ns),
-                    "exact": ns.exact,
+                    "exact": self.namespace_exact(ns),
+                    "equal": ns.equal,
                     "kernel_sent": ns.kernel_sent,
                     "rate": ns.rate,
                     "kernel_rate": ns.kernel_rate,

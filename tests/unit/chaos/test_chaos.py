@@ -117,12 +117,43 @@ def test_namespace_rows_compare_with_the_kernel() -> None:
     report = make_report()
     client, server = report.namespaces
     assert (client.segments, client.events, client.sent) == (40, 5, 1000)
-    assert client.exact
+    assert client.equal and report.namespace_exact(client)
     assert client.kernel_sent == 1000  # OutSegs does not include retransmissions
     assert client.rate == pytest.approx(0.04)
     assert client.kernel_rate == pytest.approx(0.04)
-    assert not server.exact  # the kernel saw one the agent did not
+    assert not server.equal  # the kernel saw one the agent did not
     assert not report.exact
+
+
+def per_event_report() -> ChaosReport:
+    """What 5.10 gives: classic tracepoints counting per event, and here sums that happen to agree."""
+    report = make_report()
+    report.hooks, report.counting = "tracepoint", "per-event"
+    for ns in report.namespaces:
+        ns.segments = ns.kernel_retrans_segs
+    return report
+
+
+def test_per_event_counting_is_never_exact_even_when_the_sums_agree() -> None:
+    report = per_event_report()
+    assert all(ns.equal for ns in report.namespaces)
+    assert not any(report.namespace_exact(ns) for ns in report.namespaces)
+    assert report.exact is False
+    assert report.causes_exact is False
+    buf = io.StringIO()
+    print_report(report, show=10, as_json=True, console=Console(file=buf, width=200))
+    data = json.loads(buf.getvalue())
+    assert (data["exact"], data["causes_exact"], data["counting"]) == (False, False, "per-event")
+    assert [(ns["exact"], ns["equal"]) for ns in data["namespaces"]] == [(False, True), (False, True)]
+
+
+def test_per_event_table_says_equal_not_exact() -> None:
+    buf = io.StringIO()
+    print_report(per_event_report(), show=0, as_json=False, console=Console(file=buf, width=200))
+    text = buf.getvalue()
+    assert text.count("equal (per event)") == 2
+    namespace_table = text.split("by cause")[0]
+    assert "exact" not in namespace_table.replace("(per-event)", "")
 
 
 def test_flow_rows_put_the_worst_first() -> None:
