@@ -12,6 +12,8 @@ from retransmon.commands.check import FAIL, OK, WARN, Finding, ready, render
 from retransmon.defaults import HOOK_MODES
 from retransmon.errors import EnvironmentProblem, RetransmonError, UsageError
 from retransmon.kernel.capabilities import current, has_bpf_privileges
+from retransmon.kernel.features import KernelFeatures
+from retransmon.kernel.plans import ATOMICS
 
 # ---------------------------------------------------------------------------
 # errors
@@ -175,3 +177,29 @@ def test_check_says_where_causes_cannot_be_told_apart(plan: str, status: str, sa
     assert finding.status == status
     assert says in finding.detail
     assert bool(finding.fix) == (status == check_command.WARN)
+
+
+@pytest.mark.parametrize(
+    ("offered", "status", "says"),
+    [
+        (True, check_command.OK, "available (Linux 5.12+)"),
+        (False, check_command.WARN, "missing (needs Linux 5.12): the tp_btf plans are not tried"),
+        (None, check_command.WARN, "not known"),
+    ],
+)
+def test_check_gives_each_bpf_feature_one_line_with_its_release_and_cost(
+    offered: bool | None, status: str, says: str
+) -> None:
+    features = KernelFeatures(
+        release="5.10.0-32-amd64",
+        tp_btf_retransmit_skb=True,
+        tp_btf_retransmit_synack=True,
+        tp_btf_sock_set_state=True,
+        retransmit_has_err=False,
+        sk_cgroup_pointer=False,
+        bpf_atomics=offered,
+    )
+    finding = check_command.requirement_finding(ATOMICS, features)
+    assert (finding.status, finding.item) == (status, "BPF atomics")
+    assert says in finding.detail
+    assert not finding.fix

@@ -12,6 +12,7 @@ import pytest
 
 from retransmon.errors import EnvironmentProblem
 from retransmon.kernel import libbpf, skeleton
+from retransmon.kernel.degraded import missing
 from retransmon.kernel.features import KernelFeatures
 from retransmon.kernel.plans import HookPlan
 from retransmon.kernel.skeleton import AttachedProgram, ProgramOptions, RetransmonBPF
@@ -64,6 +65,10 @@ def test_on_5_10_the_object_is_loaded_once(monkeypatch: pytest.MonkeyPatch) -> N
     assert [name for name, _ in bpf.skipped] == ["tp_btf", "tp_btf-per-event"]
     assert bpf.rejected == []
     assert not bpf.exact
+    # serve logs and check prints these: the exact plan's absence says why, once.
+    lines = missing(bpf)
+    assert [line.split(":")[0] for line in lines] == ["exact counting", "socket lifecycle", "segments sent"]
+    assert "(hooks tracepoint; tp_btf needs BPF atomics (Linux 5.12), socket storage in tracing" in lines[0]
 
 
 def test_when_the_probe_could_not_run_refusals_still_fall_through(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,6 +80,7 @@ def test_when_the_probe_could_not_run_refusals_still_fall_through(monkeypatch: p
     assert bpf.plan is not None and bpf.plan.name == "tracepoint"
     assert bpf.skipped == []
     assert [name for name, _ in bpf.rejected] == ["tp_btf", "tp_btf-per-event"]
+    assert "tp_btf refused: load BPF object: BPF_STX uses reserved fields" in missing(bpf)[0]
 
 
 def test_a_kernel_that_takes_everything_loads_the_exact_plan_first(monkeypatch: pytest.MonkeyPatch) -> None:
