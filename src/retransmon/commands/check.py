@@ -130,7 +130,7 @@ def run_checks(hooks: str = "auto") -> list[Finding]:
         )
     )
     out.extend(requirement_finding(r, features) for r in REQUIREMENTS)
-    out.extend(_try_load(hooks))
+    out.extend(_try_load(hooks, features))
     return out
 
 
@@ -164,8 +164,8 @@ def loaded_findings(bpf: RetransmonBPF) -> list[Finding]:
     return out
 
 
-def _try_load(hooks: str) -> list[Finding]:
-    bpf = RetransmonBPF(ProgramOptions(hooks=hooks))
+def _try_load(hooks: str, features: KernelFeatures) -> list[Finding]:
+    bpf = RetransmonBPF(ProgramOptions(hooks=hooks), features)
     try:
         bpf.start()
     except RetransmonError as exc:

@@ -148,9 +148,9 @@ def _needs_privilege(err: int | None) -> bool:
 class RetransmonBPF:
     """Loaded and attached BPF programs with their maps. Use as a context manager."""
 
-    def __init__(self, options: ProgramOptions | None = None) -> None:
+    def __init__(self, options: ProgramOptions | None = None, features: KernelFeatures | None = None) -> None:
         self.options = options or ProgramOptions()
-        self.features: KernelFeatures | None = None
+        self.features = features  # probed at start when not given (check has probed already)
         self.plan: HookPlan | None = None
         self.skipped: list[tuple[str, str]] = []  # (plan, reason) known in advance to be refused
         self.rejected: list[tuple[str, str]] = []  # (plan, reason) tried before the chosen one
@@ -177,7 +177,8 @@ class RetransmonBPF:
         Plans the kernel is known to refuse (plans.choose) are not tried; a refusal of the
         others falls through to the next plan.
         """
-        self.features = probe()
+        if self.features is None:
+            self.features = probe()
         choice = choose(self.options.hooks, self.features)
         self.skipped = choice.skipped
         for name, why in choice.skipped:
