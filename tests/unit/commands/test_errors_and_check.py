@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,8 @@ from retransmon.commands.check import FAIL, OK, WARN, Finding, ready, render
 from retransmon.defaults import HOOK_MODES
 from retransmon.errors import EnvironmentProblem, RetransmonError, UsageError
 from retransmon.kernel.capabilities import current, has_bpf_privileges
-from retransmon.kernel.features import KernelFeatures
 from retransmon.kernel.plans import ATOMICS
+from tests.support.kernels import LINUX_5_10
 
 # ---------------------------------------------------------------------------
 # errors
@@ -190,15 +191,7 @@ def test_check_says_where_causes_cannot_be_told_apart(plan: str, status: str, sa
 def test_check_gives_each_bpf_feature_one_line_with_its_release_and_cost(
     offered: bool | None, status: str, says: str
 ) -> None:
-    features = KernelFeatures(
-        release="5.10.0-32-amd64",
-        tp_btf_retransmit_skb=True,
-        tp_btf_retransmit_synack=True,
-        tp_btf_sock_set_state=True,
-        retransmit_has_err=False,
-        sk_cgroup_pointer=False,
-        bpf_atomics=offered,
-    )
+    features = replace(LINUX_5_10, bpf_atomics=offered)
     finding = check_command.requirement_finding(ATOMICS, features)
     assert (finding.status, finding.item) == (status, "BPF atomics")
     assert says in finding.detail

@@ -23,16 +23,8 @@ from retransmon.kernel.plans import (
     plans_for,
 )
 from retransmon.kernel.skeleton import PROGRAM_LABELS
+from tests.support.kernels import LINUX_5_10, MODERN
 
-MODERN = KernelFeatures(
-    release="6.12.0",
-    tp_btf_retransmit_skb=True,
-    tp_btf_retransmit_synack=True,
-    tp_btf_sock_set_state=True,
-    retransmit_has_err=True,
-    sk_cgroup_pointer=True,
-    tp_btf_destroy_sock=True,
-)
 NO_STATE_HOOK = replace(MODERN, tp_btf_sock_set_state=False)
 NO_TP_BTF = replace(MODERN, tp_btf_retransmit_skb=False, tp_btf_retransmit_synack=False)
 HALF_TP_BTF = replace(MODERN, tp_btf_retransmit_synack=False)
@@ -141,18 +133,6 @@ def test_every_program_has_a_label() -> None:
 # choosing: plans the kernel is known to refuse are skipped, not tried
 # ---------------------------------------------------------------------------
 
-# Debian 11's 5.10: tp_btf hooks in BTF, but no atomics (5.12), no socket storage in tracing
-# programs (5.11), no bpf_sock_from_file (5.11).
-LINUX_5_10 = replace(
-    MODERN,
-    release="5.10.0-32-amd64",
-    retransmit_has_err=False,
-    sk_cgroup_pointer=False,
-    iter_task_file=True,
-    sock_from_file=False,
-    bpf_atomics=False,
-    sk_storage_tracing=False,
-)
 LINUX_6_1 = replace(
     MODERN, iter_task_file=True, sock_from_file=True, bpf_atomics=True, sk_storage_tracing=True
 )

@@ -16,20 +16,7 @@ from retransmon.kernel.degraded import missing
 from retransmon.kernel.features import KernelFeatures
 from retransmon.kernel.plans import HookPlan
 from retransmon.kernel.skeleton import AttachedProgram, ProgramOptions, RetransmonBPF
-
-LINUX_5_10 = KernelFeatures(
-    release="5.10.0-32-amd64",
-    tp_btf_retransmit_skb=True,
-    tp_btf_retransmit_synack=True,
-    tp_btf_sock_set_state=True,
-    retransmit_has_err=False,
-    sk_cgroup_pointer=False,
-    iter_task_file=True,
-    tp_btf_destroy_sock=True,
-    sock_from_file=False,
-    bpf_atomics=False,
-    sk_storage_tracing=False,
-)
+from tests.support.kernels import LINUX_5_10
 
 
 class Loader:
